@@ -1,0 +1,477 @@
+"""SQLite store: the durable record of every message, job, attempt, outcome and notification.
+
+Why SQLite: one file, transactional, no server for a research-IT team to run. The webhook
+commits the message and its jobs in one transaction before answering Twilio, so an answered
+event is never lost. WAL mode lets the webhook threads and the worker work side by side;
+``synchronous=FULL`` makes every commit survive a power cut, not only a process crash.
+
+Each thread gets its own connection (web server threads, the worker, the mailer); nothing
+here is tied to a Flask request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    message_sid TEXT NOT NULL UNIQUE,
+    account_sid TEXT NOT NULL,
+    from_phone TEXT NOT NULL,
+    to_phone TEXT NOT NULL DEFAULT '',
+    messaging_service_sid TEXT NOT NULL DEFAULT '',
+    body TEXT,
+    opt_out_type TEXT NOT NULL DEFAULT '',
+    intent TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    routed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    project TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    action TEXT NOT NULL,
+    event_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    records TEXT NOT NULL DEFAULT '[]',
+    value_written TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    completed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, project, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_phone ON jobs(project, phone, event_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
+
+CREATE TABLE IF NOT EXISTS consent_state (
+    project TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    action TEXT NOT NULL,
+    event_at TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    PRIMARY KEY (project, phone)
+);
+
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    job_id INTEGER,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+
+CREATE TABLE IF NOT EXISTS phone_index (
+    project TEXT NOT NULL,
+    record TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    PRIMARY KEY (project, record, phone)
+);
+
+CREATE TABLE IF NOT EXISTS index_meta (
+    project TEXT PRIMARY KEY,
+    refreshed_at TEXT NOT NULL,
+    full_refreshed_at TEXT NOT NULL
+);
+"""
+
+# Job statuses. ``pending`` and ``running`` are the only ones the worker ever moves on from.
+PENDING = "pending"
+RUNNING = "running"
+APPLIED = "applied"
+UNMATCHED = "unmatched"
+FAILED = "failed"
+SUPERSEDED = "superseded"
+HELP = "help"
+REVIEW = "review"
+OPEN_STATUSES = (PENDING, RUNNING)
+
+
+class StoreError(Exception):
+    """The store could not be read or written (disk full, read-only file, corrupt database)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO-8601 with microseconds: sorts as text in time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    message_sid: str
+    account_sid: str
+    from_phone: str
+    to_phone: str
+    messaging_service_sid: str
+    body: str
+    opt_out_type: str
+    intent: str
+    source: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class NewJob:
+    project: str
+    phone: str
+    action: str  # stop | start | help | review
+    status: str = PENDING
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    project: str
+    kind: str
+    payload: dict
+    job_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    project: str
+    phone: str
+    action: str
+    event_at: str
+    attempts: int
+    message_id: int
+
+
+@dataclass
+class JobOutcome:
+    """What the worker decided for one job; written with its notifications in one transaction."""
+
+    job: Job
+    status: str  # applied | unmatched | failed | superseded
+    records: Sequence[str] = ()
+    value_written: str | None = None
+    error: str | None = None
+    notifications: list[NewNotification] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    action: str
+    event_at: str
+    job_id: int
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._create()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        """Create the file with mode 0600 (it holds participant data), then the schema."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            with self.transaction() as conn:
+                conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, no upgrades)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(str(exc)) from exc
+
+    def read(self) -> sqlite3.Connection:
+        return self._connect()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can commit (for /readyz)."""
+        try:
+            with self.transaction() as conn:
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
+                conn.execute("INSERT INTO _probe VALUES (1)")
+                conn.execute("DELETE FROM _probe")
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        if not os.access(self.path, os.W_OK):
+            raise StoreError(f"{self.path} is not writable")
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def record_inbound(self, message: NewMessage, jobs: Sequence[NewJob],
+                       notifications: Sequence[NewNotification] = ()) -> bool:
+        """Store a message with its jobs and notifications atomically.
+
+        Returns False (and changes nothing) when the MessageSid is already stored: Twilio
+        retries and Event Streams deliveries of the same message are applied once.
+        """
+        now = iso(utcnow())
+        try:
+            with self.transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
+                    " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
+                    " routed) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(message_sid) DO NOTHING",
+                    (message.message_sid, message.account_sid, message.from_phone,
+                     message.to_phone, message.messaging_service_sid, message.body,
+                     message.opt_out_type, message.intent, message.source,
+                     iso(message.received_at), len({job.project for job in jobs})),
+                )
+                if cursor.rowcount == 0:
+                    return False
+                message_id = cursor.lastrowid
+                event_at = iso(message.received_at)
+                job_ids: dict[str, int] = {}
+                for job in jobs:
+                    job_cursor = conn.execute(
+                        "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
+                        " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
+                        (message_id, job.project, job.phone, job.action, event_at, job.status,
+                         now, None if job.status == PENDING else now),
+                    )
+                    job_ids[job.project] = int(job_cursor.lastrowid or 0)
+                for note in notifications:
+                    _insert_notification(conn, note, job_ids.get(note.project), now)
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        return True
+
+    # -- the worker's queue ------------------------------------------------------------------
+
+    def recover_in_flight(self) -> int:
+        """Return jobs a previous process left ``running`` to ``pending`` (after a crash)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE jobs SET status=?, next_attempt_at=0 WHERE status=?", (PENDING, RUNNING)
+            ).rowcount
+
+    def claim_due(self, project: str, now: float, limit: int) -> list[Job]:
+        """Move up to ``limit`` due jobs of a project to ``running``, oldest first."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT id, project, phone, action, event_at, attempts, message_id FROM jobs"
+                " WHERE status=? AND project=? AND next_attempt_at<=?"
+                " ORDER BY event_at, id LIMIT ?",
+                (PENDING, project, now, limit),
+            ).fetchall()
+            conn.executemany("UPDATE jobs SET status=? WHERE id=?",
+                             [(RUNNING, row["id"]) for row in rows])
+        return [Job(**dict(row)) for row in rows]
+
+    def release(self, jobs: Iterable[Job], next_attempt_at: float | None, error: str | None,
+                count_attempt: bool = True) -> None:
+        """Put claimed jobs back to ``pending`` (transient failure, or shutdown mid-batch)."""
+        now = iso(utcnow())
+        with self.transaction() as conn:
+            for job in jobs:
+                conn.execute(
+                    "UPDATE jobs SET status=?, attempts=attempts+?, next_attempt_at=?,"
+                    " last_error=COALESCE(?, last_error) WHERE id=? AND status=?",
+                    (PENDING, int(count_attempt), next_attempt_at or 0, error, job.id, RUNNING),
+                )
+                if count_attempt:
+                    conn.execute("INSERT INTO attempts (job_id, at, outcome, error)"
+                                 " VALUES (?,?,?,?)", (job.id, now, "retry", error))
+
+    def finish(self, outcomes: Sequence[JobOutcome]) -> None:
+        """Record final outcomes, the consent state they establish, and their notifications."""
+        if not outcomes:
+            return
+        now = iso(utcnow())
+        with self.transaction() as conn:
+            for outcome in outcomes:
+                job = outcome.job
+                counted = outcome.status != SUPERSEDED
+                conn.execute(
+                    "UPDATE jobs SET status=?, attempts=attempts+?, records=?, value_written=?,"
+                    " last_error=?, completed_at=? WHERE id=?",
+                    (outcome.status, int(counted), json.dumps(list(outcome.records)),
+                     outcome.value_written, outcome.error, now, job.id),
+                )
+                if counted:
+                    conn.execute("INSERT INTO attempts (job_id, at, outcome, error)"
+                                 " VALUES (?,?,?,?)", (job.id, now, outcome.status, outcome.error))
+                if outcome.status in (APPLIED, UNMATCHED):
+                    conn.execute(
+                        "INSERT INTO consent_state (project, phone, action, event_at, job_id,"
+                        " records, applied_at) VALUES (?,?,?,?,?,?,?)"
+                        " ON CONFLICT(project, phone) DO UPDATE SET action=excluded.action,"
+                        " event_at=excluded.event_at, job_id=excluded.job_id,"
+                        " records=excluded.records, applied_at=excluded.applied_at"
+                        " WHERE excluded.event_at > consent_state.event_at OR"
+                        " (excluded.event_at = consent_state.event_at AND"
+                        "  excluded.job_id > consent_state.job_id)",
+                        (job.project, job.phone, job.action, job.event_at, job.id,
+                         json.dumps(list(outcome.records)), now),
+                    )
+                for note in outcome.notifications:
+                    _insert_notification(conn, note, job.id, now)
+
+    def consent_states(self, project: str, phones: Iterable[str]) -> dict[str, ConsentState]:
+        """The newest applied state per phone: older jobs must never be written over it."""
+        conn = self.read()
+        result: dict[str, ConsentState] = {}
+        phone_list = list(set(phones))
+        for start in range(0, len(phone_list), 500):
+            chunk = phone_list[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT phone, action, event_at, job_id FROM consent_state"  # noqa: S608
+                f" WHERE project=? AND phone IN ({marks})", (project, *chunk)
+            ):
+                result[row["phone"]] = ConsentState(row["action"], row["event_at"], row["job_id"])
+        return result
+
+    def projects_with_due_jobs(self, now: float) -> list[str]:
+        rows = self.read().execute(
+            "SELECT DISTINCT project FROM jobs WHERE status=? AND next_attempt_at<=?",
+            (PENDING, now),
+        ).fetchall()
+        return [row["project"] for row in rows]
+
+    def next_due_at(self) -> float | None:
+        row = self.read().execute(
+            "SELECT MIN(next_attempt_at) AS due FROM jobs WHERE status=?", (PENDING,)
+        ).fetchone()
+        return row["due"] if row and row["due"] is not None else None
+
+    def job(self, job_id: int) -> sqlite3.Row | None:
+        return self.read().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+
+    def jobs_for_message(self, message_sid: str) -> list[sqlite3.Row]:
+        return self.read().execute(
+            "SELECT jobs.* FROM jobs JOIN messages ON messages.id = jobs.message_id"
+            " WHERE messages.message_sid=? ORDER BY jobs.id", (message_sid,)
+        ).fetchall()
+
+    def count_jobs(self, project: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) AS n FROM jobs"
+        args: tuple = ()
+        if project is not None:
+            sql += " WHERE project=?"
+            args = (project,)
+        rows = self.read().execute(sql + " GROUP BY status", args).fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    # -- phone index persistence -------------------------------------------------------------
+
+    def load_index(self, project: str) -> tuple[list[tuple[str, str]], str | None, str | None]:
+        """(record, phone) pairs with the times of the last refresh and last full refresh."""
+        conn = self.read()
+        pairs = [(row[0], row[1]) for row in conn.execute(
+            "SELECT record, phone FROM phone_index WHERE project=?", (project,))]
+        meta = conn.execute("SELECT refreshed_at, full_refreshed_at FROM index_meta"
+                            " WHERE project=?", (project,)).fetchone()
+        if meta is None:
+            return pairs, None, None
+        return pairs, meta["refreshed_at"], meta["full_refreshed_at"]
+
+    def save_index(self, project: str, pairs: Iterable[tuple[str, str]], refreshed_at: str,
+                   full: bool, records: Iterable[str] = ()) -> None:
+        """Persist a full index, or (``full=False``) replace the entries of ``records``."""
+        with self.transaction() as conn:
+            if full:
+                conn.execute("DELETE FROM phone_index WHERE project=?", (project,))
+            else:
+                conn.executemany("DELETE FROM phone_index WHERE project=? AND record=?",
+                                 [(project, record) for record in records])
+            conn.executemany(
+                "INSERT OR IGNORE INTO phone_index (project, record, phone) VALUES (?,?,?)",
+                [(project, record, phone) for record, phone in pairs],
+            )
+            conn.execute(
+                "INSERT INTO index_meta (project, refreshed_at, full_refreshed_at)"
+                " VALUES (?,?,?) ON CONFLICT(project) DO UPDATE SET"
+                " refreshed_at=excluded.refreshed_at,"
+                " full_refreshed_at=CASE WHEN ? THEN excluded.full_refreshed_at"
+                " ELSE index_meta.full_refreshed_at END",
+                (project, refreshed_at, refreshed_at, int(full)),
+            )
+
+
+def _insert_notification(conn: sqlite3.Connection, note: NewNotification, job_id: int | None,
+                         now: str) -> None:
+    conn.execute(
+        "INSERT INTO notifications (project, kind, job_id, payload, created_at)"
+        " VALUES (?,?,?,?,?)",
+        (note.project, note.kind, note.job_id or job_id, json.dumps(note.payload), now),
+    )
+
+
+def epoch() -> float:
+    """Wall-clock seconds, the unit of ``next_attempt_at`` (survives restarts, unlike monotonic)."""
+    return time.time()
