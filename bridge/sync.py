@@ -1,0 +1,450 @@
+"""The worker: the only writer to REDCap.
+
+Each tick claims every due job of a project, keeps only the newest event per phone (older ones
+are superseded, and a job older than the state already applied is never written over it),
+finds the records through the phone index, and writes them in as few imports as the batch
+size allows. Before each import it reads the chunk's records back (one export), which:
+
+- drops records deleted since the index was built (an import would re-create them), and
+- skips records already in the wanted state, so a job re-run after a crash between REDCap's
+  answer and our commit does not write twice.
+
+Transient REDCap failures put jobs back with exponential backoff and jitter; permanent ones
+fail the jobs with REDCap's message (a validation error naming records fails only the jobs
+touching those records). Outcomes and their notifications are committed together.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from bridge import metrics
+from bridge.budget import BudgetRegistry
+from bridge.config import Config, ProjectConfig, SyncConfig
+from bridge.phone_index import PhoneIndex
+from bridge.phones import mask
+from bridge.redcap import ProjectInfo, RedcapClient, RedcapError, StopRequested
+from bridge.store import (
+    APPLIED,
+    FAILED,
+    SUPERSEDED,
+    UNMATCHED,
+    Job,
+    JobOutcome,
+    NewNotification,
+    Store,
+    epoch,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+STOP, START = "stop", "start"
+
+
+class ProjectSetupError(Exception):
+    """The project's fields in REDCap do not fit its configuration (a person must fix it)."""
+
+
+@dataclass
+class Target:
+    """One job to write: the newest event of a phone, and the records carrying that phone."""
+
+    job: Job
+    records: tuple[str, ...]
+
+
+class ProjectSync:
+    """Per-project state the worker keeps between ticks: client, structure, phone index."""
+
+    def __init__(self, project: ProjectConfig, client: RedcapClient, store: Store) -> None:
+        self.project = project
+        self.client = client
+        self.index = PhoneIndex(project, store)
+        self.info: ProjectInfo | None = None
+
+    def structure(self) -> ProjectInfo:
+        if self.info is None:
+            info = self.client.project_info()
+            check_fields(self.project, info)
+            self.info = info
+        return self.info
+
+    def stamp_format(self) -> str:
+        """The text REDCap stores for the opt-out field's validation type."""
+        validation = self.structure().fields[self.project.opt_out_field].validation
+        return "%Y-%m-%d %H:%M" if validation.startswith("datetime_") and \
+            not validation.startswith("datetime_seconds") else "%Y-%m-%d %H:%M:%S"
+
+    def stamp(self, event_at: str) -> str:
+        moment = datetime.fromisoformat(event_at).astimezone(ZoneInfo(self.project.timezone))
+        return moment.strftime(self.stamp_format())
+
+
+def check_fields(project: ProjectConfig, info: ProjectInfo) -> None:
+    """Refuse a project whose REDCap fields cannot hold what the bridge writes."""
+    where = f"project {project.name!r}"
+    for key in ("phone_field", "opt_out_field", "opt_out_checkbox"):
+        name = getattr(project, key)
+        if name and name not in info.fields:
+            raise ProjectSetupError(f"{where}: {key} {name!r} is not a field in REDCap")
+    opt_out = info.fields[project.opt_out_field]
+    if opt_out.field_type != "text" or not (
+        opt_out.validation == "" or opt_out.validation.startswith("datetime_")
+    ):
+        raise ProjectSetupError(
+            f"{where}: opt_out_field {opt_out.name!r} must be a text field without validation or"
+            f" with a datetime validation (it has type {opt_out.field_type!r},"
+            f" validation {opt_out.validation or 'none'!r}); a date-only field cannot hold the"
+            " time")
+    if project.opt_out_checkbox:
+        checkbox = info.fields[project.opt_out_checkbox]
+        codes = {choice.split(",", 1)[0].strip() for choice in checkbox.choices.split("|")}
+        if checkbox.field_type != "checkbox" or "1" not in codes:
+            raise ProjectSetupError(f"{where}: opt_out_checkbox {checkbox.name!r} must be a"
+                                    " checkbox field with an option coded 1")
+    if info.longitudinal:
+        for field_key, event_key in (("phone_field", "phone_event"),
+                                     ("opt_out_field", "opt_out_event"),
+                                     ("opt_out_checkbox", "opt_out_checkbox_event")):
+            name, event = getattr(project, field_key), getattr(project, event_key)
+            if not name:
+                continue
+            if not event:
+                raise ProjectSetupError(f"{where}: the REDCap project is longitudinal;"
+                                        f" set {event_key}")
+            form = info.fields[name].form
+            if event not in info.form_events.get(form, frozenset()):
+                raise ProjectSetupError(f"{where}: {event_key} {event!r} is not an event that"
+                                        f" form {form!r} (holding {name!r}) is designated for")
+
+
+class Worker:
+    def __init__(self, config: Config, store: Store, *, budgets: BudgetRegistry | None = None,
+                 stop: threading.Event | None = None,
+                 client_factory: Callable[[ProjectConfig, BudgetRegistry, threading.Event],
+                                          RedcapClient] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.settings: SyncConfig = config.sync
+        self.store = store
+        self.stop = stop or threading.Event()
+        self.budgets = budgets or BudgetRegistry(self.settings.requests_per_minute)
+        factory = client_factory or self._client
+        self.projects = {
+            project.name: ProjectSync(project, factory(project, self.budgets, self.stop), store)
+            for project in config.projects
+        }
+        self.rng = rng or random.Random()
+        self.last_success: dict[str, datetime] = {}
+        self.last_error: dict[str, str] = {}
+
+    def _client(self, project: ProjectConfig, budgets: BudgetRegistry,
+                stop: threading.Event) -> RedcapClient:
+        return RedcapClient(project.redcap.url, project.redcap.token,
+                            budgets.for_url(project.redcap.url),
+                            timeout=self.settings.request_timeout_seconds, stop=stop)
+
+    # -- scheduling entry points -------------------------------------------------------------
+
+    def tick(self) -> int:
+        """One pass: refresh indexes that are due, then apply every due job. Never raises."""
+        finished = 0
+        for name in self.store.projects_with_due_jobs(epoch()):
+            if self.stop.is_set():
+                break
+            sync = self.projects.get(name)
+            if sync is None:
+                continue  # a retired project: its jobs wait until it is configured again
+            finished += self.run_project(sync)
+        if not self.stop.is_set():
+            self.refresh_indexes()
+        return finished
+
+    def drain(self, max_ticks: int = 1000) -> None:
+        """Tick until no job is due now (tests and the demo; serve relies on the scheduler)."""
+        for _ in range(max_ticks):
+            if not self.store.projects_with_due_jobs(epoch()):
+                return
+            self.tick()
+
+    def refresh_indexes(self) -> None:
+        """Scheduled refresh: incremental every few minutes, a full one daily."""
+        now = utcnow()
+        for sync in self.projects.values():
+            if self.stop.is_set():
+                return
+            index = sync.index
+            if not index.loaded or index.refreshed_at is None:
+                continue  # built on first use, when a job needs it
+            full_due = index.full_refreshed_at is None or now - index.full_refreshed_at > \
+                timedelta(hours=self.settings.index_full_refresh_hours)
+            due = now - index.refreshed_at > timedelta(minutes=self.settings.index_refresh_minutes)
+            if full_due or due:
+                try:
+                    index.refresh(sync.client, sync.structure(), full=full_due)
+                except (RedcapError, ProjectSetupError) as exc:
+                    logger.warning("phone index %s: refresh failed: %s", sync.project.name, exc)
+                except StopRequested:
+                    return
+
+    # -- applying jobs -----------------------------------------------------------------------
+
+    def run_project(self, sync: ProjectSync) -> int:
+        """Apply the due jobs of one project. Returns how many jobs got a final outcome."""
+        claim = max(self.settings.batch_size * 20, 1000)
+        jobs = self.store.claim_due(sync.project.name, epoch(), claim)
+        if not jobs:
+            return 0
+        open_jobs = {job.id: job for job in jobs}
+        finished = 0
+
+        def finish(outcomes: Sequence[JobOutcome]) -> None:
+            nonlocal finished
+            self.store.finish(outcomes)
+            for outcome in outcomes:
+                open_jobs.pop(outcome.job.id, None)
+                metrics.JOB_OUTCOMES.labels(project=sync.project.name,
+                                            outcome=outcome.status).inc()
+                self._log_outcome(sync.project.name, outcome)
+            finished += len(outcomes)
+
+        try:
+            self._apply(sync, jobs, finish)
+        except StopRequested:
+            self.store.release(open_jobs.values(), None, None, count_attempt=False)
+        except RedcapError as exc:
+            self.last_error[sync.project.name] = exc.message
+            if exc.permanent:
+                sync.info = None  # re-read the structure once a person has fixed things
+                finish([self._failed(sync.project, job, exc.message)
+                        for job in open_jobs.values()])
+            else:
+                self._retry_later(sync.project, list(open_jobs.values()), exc.message, finish)
+        except ProjectSetupError as exc:
+            self.last_error[sync.project.name] = str(exc)
+            sync.info = None
+            finish([self._failed(sync.project, job, str(exc)) for job in open_jobs.values()])
+        except Exception as exc:  # a bug must not lose jobs or kill the scheduler thread
+            logger.exception("worker: unexpected error in project %s", sync.project.name)
+            self._retry_later(sync.project, list(open_jobs.values()),
+                              f"internal error: {type(exc).__name__}", finish)
+        return finished
+
+    def _apply(self, sync: ProjectSync, jobs: list[Job],
+               finish: Callable[[Sequence[JobOutcome]], None]) -> None:
+        project = sync.project
+        latest: dict[str, Job] = {}
+        superseded: list[JobOutcome] = []
+        for job in sorted(jobs, key=lambda j: (j.event_at, j.id)):
+            older = latest.get(job.phone)
+            if older is not None:
+                superseded.append(JobOutcome(older, SUPERSEDED))
+            latest[job.phone] = job
+        applied_states = self.store.consent_states(project.name, latest)
+        for phone, job in list(latest.items()):
+            state = applied_states.get(phone)
+            if state and (state.event_at, state.job_id) > (job.event_at, job.id):
+                superseded.append(JobOutcome(job, SUPERSEDED))
+                del latest[phone]
+        if superseded:
+            finish(superseded)
+        if not latest:
+            return
+
+        info = sync.structure()
+        if not sync.index.loaded:
+            sync.index.load()
+        if sync.index.refreshed_at is None:
+            sync.index.refresh(sync.client, info, full=True)
+        targets = [Target(job, sync.index.lookup(job.phone)) for job in latest.values()]
+        newest_miss = max((t.job.event_at for t in targets if not t.records), default=None)
+        if newest_miss is not None and sync.index.refreshed_at is not None and \
+                sync.index.refreshed_at.isoformat() < newest_miss:
+            # One refresh for every miss in this batch, and only when the index is older than
+            # the message: a burst of unknown numbers cannot cause a storm of exports.
+            sync.index.refresh(sync.client, info, full=False)
+            targets = [Target(t.job, t.records or sync.index.lookup(t.job.phone))
+                       for t in targets]
+        unmatched = [t for t in targets if not t.records]
+        if unmatched:
+            finish([self._unmatched(project, t.job) for t in unmatched])
+        matched = sorted((t for t in targets if t.records),
+                         key=lambda t: (t.job.event_at, t.job.id))
+        for chunk in _chunk_by_records(matched, self.settings.batch_size):
+            if self.stop.is_set():
+                raise StopRequested()
+            self._write_chunk(sync, info, chunk, finish)
+        self.last_success[project.name] = utcnow()
+
+    def _write_chunk(self, sync: ProjectSync, info: ProjectInfo, chunk: list[Target],
+                     finish: Callable[[Sequence[JobOutcome]], None]) -> None:
+        project = sync.project
+        while chunk:
+            records = sorted({r for t in chunk for r in t.records})
+            current = self._current_values(sync, info, records)
+            rows: dict[tuple[str, str], dict[str, str]] = {}
+            outcomes: list[JobOutcome] = []
+            for target in chunk:
+                present = [r for r in target.records if r in current]
+                if not present:
+                    outcomes.append(self._unmatched(project, target.job))
+                    continue
+                value = sync.stamp(target.job.event_at) if target.job.action == STOP else ""
+                effective = self._plan_rows(project, info, target.job.action, value, present,
+                                            current, rows)
+                outcomes.append(JobOutcome(
+                    target.job, APPLIED, records=present, value_written=effective or None,
+                    notifications=self._notes(project, target.job.action, target.job,
+                                              records=present, value=effective)))
+            try:
+                if rows:
+                    sync.client.import_records(list(rows.values()))
+            except RedcapError as exc:
+                bad = exc.records
+                if not exc.permanent or not bad or not any(
+                        bad & set(t.records) for t in chunk):
+                    raise
+                failed = [t for t in chunk if bad & set(t.records)]
+                finish([self._failed(project, t.job, exc.message) for t in failed])
+                chunk = [t for t in chunk if not bad & set(t.records)]
+                continue
+            finish(outcomes)
+            return
+
+    def _current_values(self, sync: ProjectSync, info: ProjectInfo,
+                        records: list[str]) -> dict[str, dict[str, str]]:
+        """Read back the opt-out field and checkbox of existing records, keyed by record ID.
+
+        Each record maps to ``{"field": value, "checkbox": "0"/"1"}`` for the configured
+        events; a record REDCap does not return does not exist (any more).
+        """
+        project = sync.project
+        fields = [info.record_id_field, project.opt_out_field]
+        if project.opt_out_checkbox:
+            fields.append(project.opt_out_checkbox)
+        rows = sync.client.export_records(fields, records=records)
+        checkbox_key = f"{project.opt_out_checkbox}___1"
+        current: dict[str, dict[str, str]] = {}
+        for row in rows:
+            record = row.get(info.record_id_field)
+            if not record:
+                continue
+            values = current.setdefault(record, {"field": "", "checkbox": "0"})
+            if row.get("redcap_repeat_instrument"):
+                continue
+            event = row.get("redcap_event_name")
+            if not info.longitudinal or event == project.opt_out_event:
+                values["field"] = row.get(project.opt_out_field, "") or ""
+            if project.opt_out_checkbox and (
+                    not info.longitudinal or event == project.opt_out_checkbox_event):
+                values["checkbox"] = row.get(checkbox_key, "0") or "0"
+        return current
+
+    @staticmethod
+    def _plan_rows(project: ProjectConfig, info: ProjectInfo, action: str, value: str,
+                   records: list[str], current: dict[str, dict[str, str]],
+                   rows: dict[tuple[str, str], dict[str, str]]) -> str:
+        """Add the import rows that bring ``records`` to the wanted state; return the value.
+
+        A STOP on a record already opted out keeps the time of the first opt-out: a repeated
+        STOP is not a change of consent. Only the ID, the event and changed fields are sent,
+        so ``overwrite`` clears exactly the fields meant and nothing else.
+        """
+        effective = value
+        for record in records:
+            now = current[record]
+            if action == STOP:
+                want_field = now["field"] or value
+                effective = now["field"] or effective
+                want_box = "1"
+            else:
+                want_field, want_box = "", "0"
+            if now["field"] != want_field:
+                _row(rows, info, record, project.opt_out_event)[project.opt_out_field] = \
+                    want_field
+            if project.opt_out_checkbox and now["checkbox"] != want_box:
+                _row(rows, info, record, project.opt_out_checkbox_event)[
+                    f"{project.opt_out_checkbox}___1"] = want_box
+        return effective
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _retry_later(self, project: ProjectConfig, jobs: list[Job], error: str,
+                     finish: Callable[[Sequence[JobOutcome]], None]) -> None:
+        limit = self.settings.max_attempts
+        exhausted = [job for job in jobs if limit is not None and job.attempts + 1 >= limit]
+        if exhausted:
+            finish([self._failed(project, job, f"gave up after {limit} attempts: {error}")
+                    for job in exhausted])
+        for job in jobs:
+            if job in exhausted:
+                continue
+            delay = min(self.settings.retry_max_seconds,
+                        self.settings.retry_base_seconds * (2 ** min(job.attempts, 30)))
+            delay *= self.rng.uniform(0.5, 1.0)
+            self.store.release([job], epoch() + delay, error)
+        if len(jobs) > len(exhausted):
+            logger.warning("project %s: REDCap unavailable (%s); %d jobs will be retried",
+                           project.name, error, len(jobs) - len(exhausted))
+
+    def _failed(self, project: ProjectConfig, job: Job, error: str) -> JobOutcome:
+        return JobOutcome(job, FAILED, error=error,
+                          notifications=self._notes(project, "failed", job, error=error))
+
+    def _unmatched(self, project: ProjectConfig, job: Job) -> JobOutcome:
+        return JobOutcome(job, UNMATCHED, notifications=self._notes(project, "unmatched", job))
+
+    @staticmethod
+    def _notes(project: ProjectConfig, kind: str, job: Job, *, records: Sequence[str] = (),
+               value: str | None = None, error: str | None = None) -> list[NewNotification]:
+        if project.notify is None or kind not in project.notify.on:
+            return []
+        payload = {"action": job.action, "phone": job.phone, "event_at": job.event_at,
+                   "records": list(records), "value": value, "error": error}
+        return [NewNotification(project.name, kind, payload, job.id)]
+
+    @staticmethod
+    def _log_outcome(project: str, outcome: JobOutcome) -> None:
+        job = outcome.job
+        if outcome.status == SUPERSEDED:
+            logger.debug("job %d %s %s %s: superseded by a newer event", job.id, project,
+                         job.action, mask(job.phone))
+            return
+        level = logging.WARNING if outcome.status == FAILED else logging.INFO
+        logger.log(level, "job %d %s %s %s: %s records=%s%s", job.id, project, job.action,
+                   mask(job.phone), outcome.status, ",".join(outcome.records) or "-",
+                   f" error={outcome.error}" if outcome.error else "")
+
+
+def _row(rows: dict[tuple[str, str], dict[str, str]], info: ProjectInfo, record: str,
+         event: str | None) -> dict[str, str]:
+    key = (record, event or "")
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = {info.record_id_field: record}
+        if info.longitudinal and event:
+            row["redcap_event_name"] = event
+    return row
+
+
+def _chunk_by_records(targets: list[Target], size: int) -> list[list[Target]]:
+    """Group targets so each import carries at most ``size`` records (a lone big one alone)."""
+    chunks: list[list[Target]] = []
+    current: list[Target] = []
+    count = 0
+    for target in targets:
+        if current and count + len(target.records) > size:
+            chunks.append(current)
+            current, count = [], 0
+        current.append(target)
+        count += len(target.records)
+    if current:
+        chunks.append(current)
+    return chunks
