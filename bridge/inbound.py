@@ -1,0 +1,86 @@
+"""Twilio's side of the edge: signature check, form -> ``InboundMessage``, TwiML answers.
+
+Pure functions, no Flask: the web layer hands in the URL, the form and the header, and maps
+the named exceptions to status codes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from twilio.request_validator import RequestValidator
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+TWIML_CONTENT_TYPE = "text/xml; charset=utf-8"
+
+_MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+MAX_BODY_CHARS = 1600 * 4  # Twilio caps bodies at 1600 characters; leave room, cap storage
+
+
+class SignatureError(Exception):
+    """The request is not provably from Twilio (missing, wrong, or unknown-account signature)."""
+
+
+class MalformedMessage(ValueError):
+    """The request is signed but lacks what an inbound message must have."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    message_sid: str
+    account_sid: str
+    from_number: str  # as Twilio sent it (E.164 for SMS; may be e.g. "whatsapp:+1...")
+    to_number: str
+    body: str
+    messaging_service_sid: str = ""
+    opt_out_type: str = ""
+    params: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def verify_signature(url: str, params: Mapping[str, str], signature: str | None,
+                     auth_token: str | None) -> None:
+    """Raise SignatureError unless ``signature`` is Twilio's HMAC of ``url`` + ``params``.
+
+    ``auth_token`` is the token of the account named in the request's ``AccountSid``
+    (subaccounts sign with their own token); None means no such account is configured,
+    which is refused like a bad signature.
+    """
+    if not signature:
+        raise SignatureError("missing X-Twilio-Signature header")
+    if not auth_token:
+        raise SignatureError("no auth token is configured for this AccountSid")
+    if "#" in url:
+        url = url.split("#", 1)[0]  # fragments are not part of the signed URL
+    if not RequestValidator(auth_token).validate(url, params, signature):
+        raise SignatureError("X-Twilio-Signature does not match")
+
+
+def sign(url: str, params: Mapping[str, str], auth_token: str) -> str:
+    """Compute the signature Twilio would send for ``url`` and ``params``."""
+    return RequestValidator(auth_token).compute_signature(url, params)
+
+
+def parse_message(params: Mapping[str, str]) -> InboundMessage:
+    """Build an InboundMessage from Twilio's form fields; extra fields are kept, never refused."""
+    sid = params.get("MessageSid") or params.get("SmsMessageSid") or params.get("SmsSid") or ""
+    if not _MESSAGE_SID.match(sid):
+        raise MalformedMessage("MessageSid is missing or malformed")
+    account = params.get("AccountSid", "")
+    if not _ACCOUNT_SID.match(account):
+        raise MalformedMessage("AccountSid is missing or malformed")
+    sender = (params.get("From") or "").strip()
+    if not sender:
+        raise MalformedMessage("From is missing")
+    return InboundMessage(
+        message_sid=sid,
+        account_sid=account,
+        from_number=sender,
+        to_number=(params.get("To") or "").strip(),
+        body=(params.get("Body") or "")[:MAX_BODY_CHARS],
+        messaging_service_sid=(params.get("MessagingServiceSid") or "").strip(),
+        opt_out_type=(params.get("OptOutType") or "").strip().upper(),
+        params=dict(params),
+    )

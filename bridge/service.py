@@ -1,0 +1,120 @@
+"""Assembly: the one place real adapters are plugged together, and ``serve``.
+
+``serve`` runs waitress (a production WSGI server) and the APScheduler-driven worker in one
+process. SIGTERM or SIGINT stops taking requests, lets in-flight ones finish, lets the worker
+finish or hand back its batch (claimed jobs return to ``pending``), and closes the store.
+A lock file next to the store keeps a second process from serving the same store, which would
+otherwise apply jobs twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+from waitress.server import create_server
+
+from bridge.config import Config
+from bridge.intake import Intake
+from bridge.store import Store
+from bridge.sync import Worker
+from bridge.web import create_app
+
+logger = logging.getLogger(__name__)
+
+
+class AlreadyRunning(Exception):
+    """Another bridge process holds this store."""
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    intake: Intake
+    worker: Worker
+    app: Flask
+    stop: threading.Event
+    scheduler: BackgroundScheduler
+
+    @classmethod
+    def build(cls, config: Config) -> Runtime:
+        store = Store(config.storage.path)
+        stop = threading.Event()
+        intake = Intake(config, store)
+        worker = Worker(config, store, stop=stop)
+        scheduler = BackgroundScheduler(timezone="UTC")
+
+        def readiness() -> str | None:
+            return None if scheduler.running else "scheduler not running"
+
+        app = create_app(config, store, intake, readiness=readiness)
+        return cls(config=config, store=store, intake=intake, worker=worker, app=app,
+                   stop=stop, scheduler=scheduler)
+
+    def start_background(self) -> None:
+        recovered = self.store.recover_in_flight()
+        if recovered:
+            logger.info("recovered %d jobs left in progress by a previous run", recovered)
+        self.scheduler.add_job(self.worker.tick, "interval",
+                               seconds=self.config.sync.poll_seconds, id="worker",
+                               max_instances=1, coalesce=True, misfire_grace_time=None)
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.store.close()
+
+
+def serve(config: Config) -> int:
+    lock = _lock_store(config.storage.path)
+    runtime = Runtime.build(config)
+    server = create_server(runtime.app, host=config.server.host, port=config.server.port,
+                           threads=config.server.threads, ident="redcap-sms-bridge",
+                           clear_untrusted_proxy_headers=True)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: shutting down", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runtime.start_background()
+    host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
+    logger.info("listening on http://%s:%s (webhook: POST /twilio/sms; %d projects)",
+                host, port, len(config.projects))
+    try:
+        server.run()
+    finally:
+        server.close()
+        runtime.shutdown()
+        lock.close()
+        logger.info("stopped")
+    return 0
+
+
+def _lock_store(path: Path) -> IO[str]:
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise AlreadyRunning(f"another bridge process is using {path}") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
