@@ -19,12 +19,20 @@ from bridge.config import (
     load_config,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 OTHER_ACCOUNT_SID = "AC" + "fedcba9876543210" * 2
 AUTH_TOKEN = "0123456789abcdef" * 2
 SERVICE_SID = "MG" + "0123456789abcdef" * 2
 REDCAP_TOKEN = "0123456789ABCDEF" * 2
 NUMBER = "+18057166646"
+EXAMPLE_ENV = {
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "SMTP_PASSWORD": "smtp-secret",
+    "BRIDGE_ADMIN_TOKEN": "an-admin-token-long-enough",
+    "REDCAP_TOKEN_SLEEP": REDCAP_TOKEN,
+    "REDCAP_TOKEN_HEART": REDCAP_TOKEN,
+}
 DELETE = object()
 
 
@@ -77,6 +85,46 @@ def edit(data: dict[str, Any], dotted: str, value: object) -> dict[str, Any]:
     else:
         target[last] = value
     return data
+
+
+# --- the shipped examples --------------------------------------------------------------------
+
+
+def test_example_config_loads_with_its_project_file() -> None:
+    config = load_config(REPO / "config.example.yaml", environ=EXAMPLE_ENV)
+
+    assert config.path == REPO / "config.example.yaml"
+    assert config.storage.path == REPO / "var" / "bridge.db"
+    assert config.auth_token(ACCOUNT_SID) == AUTH_TOKEN
+    assert config.server.public_url == "https://bridge.example.edu"
+    assert config.smtp is not None and config.smtp.password == "smtp-secret"
+    assert config.smtp.from_addr == "REDCap SMS bridge <redcap-sms@example.edu>"
+    assert config.admin is not None and config.admin.token == "an-admin-token-long-enough"
+    assert [p.name for p in config.projects] == ["sleep-study", "heart-study"]
+
+    sleep = config.project("sleep-study")
+    assert sleep.source == REPO / "config.example.yaml"
+    assert sleep.numbers == ("+16175550123",)
+    assert sleep.notify is not None and "review" in sleep.notify.on
+    assert sleep.forward is not None and sleep.forward.url == "https://redcap.example.edu/surveys/"
+
+    heart = config.project("heart-study")
+    assert heart.source == REPO / "config" / "projects" / "heart-study.yaml"
+    assert heart.numbers == (NUMBER,)
+    assert (heart.phone_event, heart.opt_out_event, heart.opt_out_checkbox_event) == (
+        "enrollment_arm_1",
+        "enrollment_arm_1",
+        "enrollment_arm_1",
+    )
+    assert heart.redcap.token == REDCAP_TOKEN
+
+
+def test_example_config_needs_its_secrets() -> None:
+    env = {k: v for k, v in EXAMPLE_ENV.items() if k != "TWILIO_AUTH_TOKEN"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "config.example.yaml", environ=env)
+    assert caught.value.key == "twilio.accounts[0].auth_token"
+    assert "TWILIO_AUTH_TOKEN" in caught.value.message
 
 
 # --- defaults and normalisation --------------------------------------------------------------
