@@ -260,8 +260,9 @@ _FILLER = frozenset(
 )
 
 # Whole-message opt-out words that are not Twilio keywords, so they only ever reach REVIEW.
-# "remove" is an AWS keyword; "baja" ("dar de baja") is too ambiguous to opt out outright.
-_SOFT_STOP_WORDS = frozenset({"remove", "unsub", "baja"})
+# "remove" is an AWS keyword; "baja" ("dar de baja") is too ambiguous to opt out outright;
+# "basta" is "enough!", and a bare "para"/"paren" is "stop!" (elsewhere "para" means "for").
+_SOFT_STOP_WORDS = frozenset({"remove", "unsub", "baja", "basta", "para", "paren"})
 
 # Stop keywords that also begin scheduling replies ("Cancel! I'm sick", "End, of course"), so
 # "<keyword>. more text" is not read as a revocation for them.
@@ -279,7 +280,9 @@ _MESSAGES = r"(?:text\w*|txt\w*|msg\w*|messag\w*|sms\w*|reminders?|notifications
 _PLURAL_MESSAGES = (
     r"(?:texts|txts|messages|msgs|sms|reminders|notifications|alerts|surveys|text messages)"
 )
-_CONTACT_VERBS = r"(?:sending|contacting|emailing|bugging|bothering|spamming|harassing|pestering)"
+_CONTACT_VERBS = (
+    r"(?:sending|contacting|emailing|bugging|bothering|spamming|harassing|pestering|reaching)"
+)
 _ES_MESSAGES = r"(?:mensajes|textos|sms|recordatorios|encuestas)"
 
 _EN_NEGATION = re.compile(
@@ -292,10 +295,16 @@ _LOOKBACK_CHARS = 60  # comfortably three words of an SMS
 _TIME_QUALIFIER = re.compile(
     r"(?: \w+){0,4}? (?:before|after|until|till|til|during|between|at \d\w*|at night"
     r"|in the (?:morning|afternoon|evening)|on (?:weekends?|weekdays|sundays?|saturdays?)"
-    r"|so early|so late|for now|for a (?:while|week|bit)|this week|next week|today|tonight"
-    r"|antes|despues|hasta|durante|a las \d\w*|por la (?:manana|tarde|noche)|por ahora"
-    r"|los fines de semana|esta semana|hoy)\b"
+    r"|(?:so|too) (?:early|late)|for now|for a (?:while|week|bit)|this week|next week|today"
+    r"|tonight|antes|despues|hasta|durante|a las \d\w*|por la (?:manana|tarde|noche)"
+    r"|por ahora|los fines de semana|esta semana|hoy|(?:tan |muy )?(?:temprano|tarde))\b"
 )
+# A time inside the match makes it a schedule too: "stop the 6am texts", "the morning texts".
+_TIME_WORD = re.compile(
+    r"\b(?:\d{1,2}(?: ?[ap]m|\d\d)|morning|evening|night|weekend|early|late|temprano)\b"
+)
+# Someone who "sent the wrong number" typed a wrong digit; they did not get a wrong number.
+_TYPED = re.compile(r"\b(?:sent|typed|put|entered|wrote|gave|pressed|hit|picked)\b")
 
 
 @dataclass(frozen=True)
@@ -305,8 +314,8 @@ class _Rule:
     ``triggers`` are words (or ``stem*`` prefixes) of which the message must contain one before
     the pattern is tried at all: most replies contain none, so they never pay for the regexes.
     ``negation`` cancels a match when found in the three words before it ("don't stop ...");
-    ``timed`` cancels it when a time qualifier follows ("... before 9am": a schedule, not a
-    refusal).
+    ``timed`` cancels it when a time qualifier follows or sits inside it ("... before 9am",
+    "stop the 6am texts": a schedule, not a refusal).
     """
 
     triggers: frozenset[str]
@@ -341,20 +350,31 @@ _RULES = (
     _rule(
         "dont do never",
         r"\b(?:dont|do not|never) (?:ever )?(?:text|txt|message|msg|sms|contact|email)\w* "
-        r"(?:me|us|this number|this phone|my (?:phone|number))\b",
+        r"(?:me|us|this number|this phone|my (?:phone|number))\b"
+        rf"|\b(?:dont|do not|never) (?:ever )?send (?:me |us )?(?:\w+ ){{0,3}}?"
+        rf"{_PLURAL_MESSAGES}\b",
         timed=True,
     ),
+    _rule("rather", rf"\brather not (?:receive|get|have) (?:\w+ ){{0,3}}?{_PLURAL_MESSAGES}\b"),
     _rule(
         "want wish need like",
         rf"\b(?:dont|do not|doesnt|does not|no longer|never) (?:want|wish|need|like)"
-        rf"(?: (?!stop\b|keep\b|miss\b)\w+){{0,5}}? {_PLURAL_MESSAGES}\b",
+        rf"(?: (?:to|receive|get|getting|any|more|anymore|these|those|your|the|them|all))*"
+        rf" {_PLURAL_MESSAGES}\b",
     ),
     _rule(
         "more further",
         rf"\bno (?:more|further) (?:\w+ ){{0,2}}?(?:{_PLURAL_MESSAGES}|texting|contact)\b",
     ),
-    _rule("more", r"^(?:please )?no more(?: please| pls| plz| thanks| thank you)?$"),
+    _rule(
+        "more texts txts text txt msgs msg messages message sms",
+        r"^(?:please )?no (?:more(?: (?:texts?|txts?|msgs?|messages?|sms))?"
+        r"|texts?|txts?|msgs?|messages?|sms)(?: please| pls| plz| thanks| thank you)?$",
+    ),
     _rule("enough", rf"\benough (?:with )?(?:the |these |your |all the )?{_MESSAGES}"),
+    _rule(
+        "sick tired", rf"\b(?:sick|tired) of (?:the |these |your |all the |getting )?{_MESSAGES}"
+    ),
     _rule("done", rf"\bdone with (?:the |these |your |all the |this )?(?:{_MESSAGES}|study)"),
     _rule("instead", r"\binstead of (?:texting|texts|text messages|sms)\b"),
     # Leaving the list or the study.
@@ -363,10 +383,19 @@ _RULES = (
         r"\b(?:remove|delete|erase|drop|unsubscribe|unenroll|unenrol|opt) "
         r"(?:me|this number|my (?:number|phone|info|name))\b",
     ),
-    _rule("take", r"\btake (?:me|my number|this number) (?:off|out)\b"),
+    _rule("take", r"\btake (?:me|my (?:number|name|info)|this number) (?:off|out)\b"),
     _rule(
-        "opt optout unsubscribe unsub unsubscribed",
-        r"\b(?:opt ?out|unsubscribe|unsub|unsubscribed)\b",
+        "remove removed",
+        r"\b(?:remove|removed) from (?:the |your |this |that |my )?"
+        r"(?:list|study|program|texts|messages|database|system)\b"
+        r"|\b(?:be|get|got|been|being|number|me) removed\b",
+    ),
+    _rule(
+        "off", r"\boff (?:of )?(?:this|the|your|ur|that) (?:text |texting |contact |sms )?list\b"
+    ),
+    _rule(
+        "opt optout opting unsubscribe unsub unsubscribed unenroll unenrol disenroll",
+        r"\b(?:opt ?out|opting out|unsubscribe|unsub|unsubscribed|unenroll|unenrol|disenroll)\b",
         _EN_NEGATION,
     ),
     _rule(
@@ -375,10 +404,21 @@ _RULES = (
         _EN_NEGATION,
     ),
     _rule("consent", r"\b(?:no longer|dont|do not) consent\b"),
-    _rule("never", r"\bnever (?:signed up|agreed|consented|opted in)\b"),
     _rule(
-        "want wish",
-        r"\b(?:dont|do not|no longer) (?:want|wish) to (?:participate|continue|be (?:in|part of))",
+        "never didnt did",
+        r"\b(?:never|didnt|did not) (?:sign|signed) up\b"
+        r"|\b(?:never|didnt|did not) (?:agree|agreed|consent|consented|opt in|opted in)\b",
+    ),
+    _rule(
+        "want wish longer participating",
+        r"\b(?:dont|do not|no longer) (?:want|wish) to (?:participate|continue"
+        r"|be (?:in|part of|contacted|texted|messaged|bothered))"
+        r"|\b(?:no longer|not|stop|quit) (?:participating|taking part|in the study|part of)\b",
+    ),
+    _rule(
+        "participation enrollment enrolment nothing",
+        r"\b(?:terminate|end|cancel|stop|withdraw) (?:my |our )?(?:participation|enrollment"
+        r"|enrolment)\b|\bnothing to do with (?:this|the|your) (?:study|program|texts|messages)\b",
     ),
     _rule(
         "study program research",
@@ -389,12 +429,29 @@ _RULES = (
     _rule("subscription", r"\b(?:cancel|end) (?:my |the |this )?subscription\b"),
     # Dismissal and disputes of consent.
     _rule(
-        "alone away desist lose",
-        r"\b(?:leave me alone|go away|cease and desist|lose (?:my|this) number)\b",
+        "alone away desist lose be count out",
+        r"\b(?:leave me (?:alone|be|out)|left alone|go away|cease and desist"
+        r"|lose (?:my|this) number|count me out)\b",
+    ),
+    _rule("spam", r"\breport\w* (?:\w+ ){0,3}?(?:as )?spam\b"),
+    _rule("harassing harassment harass harrassing", r"\bhar+as+\w*", _EN_NEGATION),
+    _rule(
+        "block blocking",
+        r"\bblock(?:ing)? (?:this number|this|you|u|your number|ur number)\b",
+        _EN_NEGATION,
     ),
     _rule("off", r"\b(?:f|fuck|frick|eff) off\b"),
-    _rule("wrong", r"\bwrong (?:number|person)\b"),
-    _rule("interested", r"\b(?:not|no longer) interested\b(?! in\b)"),
+    _rule("wrong", r"\bwrong (?:number|person)\b", _TYPED),
+    _rule(
+        "not owner longer",
+        r"\bnot my (?:phone|number|cell)\b|\bnew owner of this\b"
+        r"|\bno longer (?:my|his|her|their) (?:phone|number)\b",
+    ),
+    _rule(
+        "interested",
+        r"\b(?:not|no longer) interested\b"
+        r"(?! in\b(?! (?:participating|continuing|the study|this study|being contacted)\b))",
+    ),
     _rule(
         "said say saying told replied typed",
         r"\b(?:said|say|saying|told you|replied|typed) (?:stop|unsubscribe|quit|optout|end)\b",
@@ -404,10 +461,21 @@ _RULES = (
     _rule(
         "no",
         r"\bno (?:me |nos )?(?:envien|envie|envies|manden|mande|mandes|escriban|escriba"
-        r"|escribas|contacten|contacte|llamen|texteen)\b",
+        r"|escribas|contacten|contacte|llamen|texteen)\b"
+        r"|\bno (?:me |nos )?(?:vuelvan|vuelva|vuelvas) a (?:escribir|enviar|mandar|contactar"
+        r"|llamar|textear)",
         timed=True,
     ),
-    _rule("quiero", rf"\bno quiero (?:(?!dejar\b)\w+ ){{0,3}}?(?:{_ES_MESSAGES}|participar)\b"),
+    _rule(
+        "interesa",
+        r"\bno me interesa(?:n)?(?: (?:mas|participar|el estudio|los mensajes|esto))?$",
+    ),
+    _rule(
+        "quiero deseo",
+        rf"\bno (?:quiero|deseo) (?:(?!dejar\b)\w+ ){{0,3}}?(?:{_ES_MESSAGES}|participar)\b"
+        r"|\bno (?:quiero|deseo) (?:seguir|continuar|estar) (?:en|con) el estudio\b",
+    ),
+    _rule("enviar mandar", rf"\bno (?:enviar|mandar) (?:mas )?{_ES_MESSAGES}\b"),
     _rule(
         "de",
         r"\b(?:dejen|deja|deje|dejar|paren|pare|parar) de (?:enviar|mandar|escribir|textear"
@@ -421,9 +489,9 @@ _RULES = (
     ),
     _rule("baja", r"\b(?:dar|darme|darnos|den|denme|deme|dame|doy|quiero) de baja\b"),
     _rule(
-        "lista base numero",
-        r"\b(?:borr|elimin|quit|sac|saqu)\w*(?:me|nos) de (?:la|su|sus|esta|tu) (?:lista|base)\b"
-        r"|\b(?:borr|elimin)\w* (?:mi|este) numero\b",
+        "lista base numero estudio",
+        r"\b(?:borr|elimin|quit|sac|saqu)\w*(?:me|nos) (?:de (?:la|su|sus|esta|tu) (?:lista|base)"
+        r"|del estudio)\b|\b(?:borr|elimin)\w* (?:mi|este) numero\b",
     ),
     _rule("estudio", r"\b(?:me retiro|retirarme|salirme|salir) del estudio\b"),
     _rule(
@@ -431,13 +499,13 @@ _RULES = (
         rf"\b(?:no mas|basta de) {_ES_MESSAGES}\b|^no mas(?: por favor| gracias)?$",
     ),
     _rule("suscripcion", r"\bcancelar (?:mi |la )?suscripcion\b"),
-    _rule("equivocado", r"\bnumero equivocado\b"),
+    _rule("equivocado equivoco equivocaron", r"\bnumero equivocado\b|\bequivoc\w* de numero\b"),
     _rule("interesado interesada interesados interesadas", r"\bno (?:estoy|estamos) interesad"),
     # French and Portuguese.
     _rule("de", r"\barret\w* de \w*envoy"),
     _rule("plus", r"\bne (?:veux|souhaite) plus (?:recevoir|de (?:messages|sms))\b"),
     _rule("desabonn* desinscri*", r"\b(?:desabonn|desinscri)\w*"),
-    _rule("parem", r"\bparem de (?:me )?(?:enviar|mandar)\b"),
+    _rule("parem pare", r"\b(?:parem|pare) de (?:me )?(?:enviar|mandar)\b"),
     _rule("quero", r"\bnao quero (?:mais )?(?:receber )?(?:mensagens|sms)\b"),
 )
 
@@ -492,7 +560,9 @@ def _rule_matches(rule: _Rule, words: str) -> bool:
     for match in rule.pattern.finditer(words):
         if rule.negation is not None and rule.negation.search(_words_before(words, match.start())):
             continue
-        if rule.timed and _TIME_QUALIFIER.match(words, match.end()):
+        if rule.timed and (
+            _TIME_QUALIFIER.match(words, match.end()) or _TIME_WORD.search(match.group())
+        ):
             continue
         return True
     return False
@@ -510,10 +580,14 @@ def _words_before(words: str, position: int, count: int = 3) -> str:
 
 def _only_stop_words(tokens: list[str], stop_words: frozenset[str]) -> bool:
     """A stop word plus nothing but filler: "stop please", "stpo", "optout pls", "STOP2"."""
+
     meaningful = [token for token in tokens if token not in _FILLER]
     if not meaningful or len(meaningful) > _MAX_STOP_TOKENS:
         return False
-    return all(_is_stop_word(token, stop_words) for token in meaningful)
+    if all(_is_stop_word(token, stop_words) for token in meaningful):
+        return True
+    # A keyword split by a stray space: "stop al", "un subscribe".
+    return len(meaningful) > 1 and _is_stop_word("".join(meaningful), stop_words)
 
 
 def _is_stop_word(token: str, stop_words: frozenset[str]) -> bool:

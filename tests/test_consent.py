@@ -143,7 +143,7 @@ def test_keyword_survives_case_whitespace_and_surrounding_marks(
         ("STOP2", Intent.REVIEW),
         ("S T O P", Intent.REVIEW),
         ("stop all", Intent.REVIEW),  # STOPALL is the keyword, "stop all" is two words
-        ("st op", Intent.NONE),
+        ("st op", Intent.REVIEW),  # a keyword split by a stray space
         ("stopping", Intent.NONE),
         ("nonstop", Intent.NONE),
         ("yes please", Intent.NONE),  # only opt-outs get the benefit of the doubt
