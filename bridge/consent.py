@@ -50,8 +50,13 @@ Decisions (pinned in ``tests/test_consent.py``):
   at most 1,600 characters, so this never changes a real result, and it bounds the time a
   hostile request can cost on the webhook path.
 
-``bench/phrase_eval.py`` measures the phrase rules against the labelled replies in
-``tests/data/`` and lists what they miss.
+How good the phrase rules are: ``bench/phrase_eval.py`` measures them on the labelled
+replies in ``tests/data/`` and lists what they miss. On replies written after the rules and
+never used to tune them (``revocation_messages_holdout3.yaml``) they flagged 50 of 79
+free-text revocations (recall 0.63) with no false alarm (precision 1.00); on the sets that
+shaped them they score about 0.99. So REVIEW is a net, not a guarantee: it catches the common
+phrasings, misses a long tail ("I want these texts to stop", "there is no Maria here"), and a
+study still needs a person reading replies that match nothing.
 """
 
 from __future__ import annotations
