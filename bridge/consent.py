@@ -253,7 +253,8 @@ def _revocation_words(keywords: KeywordSets) -> frozenset[str]:
 # a lone "#" read as "number" ("wrong #"), every other non-word run turned into one space, and
 # letters repeated three or more times squeezed to one ("stoppppp" -> "stop"). Each rule is a
 # small regular expression over that form; the guarded ones are cancelled by a negation just
-# before them ("don't stop the reminders") or a time qualifier just after ("... before 9am").
+# before them ("don't stop the reminders") or by a time qualifier just after or inside them
+# ("... before 9am", "stop the 6am texts").
 
 # Words that add politeness or urgency but no meaning: "stop please", "optout pls".
 _FILLER = frozenset(
@@ -585,7 +586,6 @@ def _words_before(words: str, position: int, count: int = 3) -> str:
 
 def _only_stop_words(tokens: list[str], stop_words: frozenset[str]) -> bool:
     """A stop word plus nothing but filler: "stop please", "stpo", "optout pls", "STOP2"."""
-
     meaningful = [token for token in tokens if token not in _FILLER]
     if not meaningful or len(meaningful) > _MAX_STOP_TOKENS:
         return False
