@@ -945,13 +945,20 @@ def _parse_keywords(s: _Section) -> KeywordConfig:
         _matching(
             s, f"languages[{index}]", language, _LANGUAGE, "a lowercase language code like en or es"
         )
-    return KeywordConfig(
+    keywords = KeywordConfig(
         languages=languages,
         stop=s.texts("stop", KeywordConfig.stop),
         start=s.texts("start", KeywordConfig.start),
         help=s.texts("help", KeywordConfig.help),
         replace=s.flag("replace", KeywordConfig.replace),
     )
+    from bridge.consent import load_keyword_sets  # consent imports this module's dataclasses
+
+    try:  # build the sets now, so an unknown language or a clash stops start-up
+        load_keyword_sets(keywords)
+    except ValueError as exc:
+        raise s.error("languages" if "language" in str(exc) else "", str(exc)) from exc
+    return keywords
 
 
 def _parse_notify(s: _Section) -> NotifyConfig:

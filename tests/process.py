@@ -1,0 +1,98 @@
+"""Run ``python -m bridge serve`` as a real process, for tests that need one (and the bench)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, *, port: int, projects: list[dict], accounts: list[dict],
+                 public_url: str | None = None, extra: dict | None = None) -> Path:
+    """Write a YAML config file the way an administrator would."""
+    document: dict = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "storage": {"path": str(path.parent / "bridge.db")},
+        "twilio": {"accounts": accounts},
+        "projects": projects,
+    }
+    if public_url:
+        document["server"]["public_url"] = public_url
+    for key, value in (extra or {}).items():
+        document[key] = value
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+class BridgeProcess:
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
+                 log_path: Path | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path or config.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> BridgeProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        self._log = log
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"bridge did not start:\n{self.logs()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.wait()

@@ -1,0 +1,105 @@
+"""``python -m bridge serve`` as a real process: a STOP over HTTP reaches REDCap; clean stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import requests
+
+from bridge.inbound import sign
+from bridge.sim import RedcapSimulator
+from tests.conftest import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BRIDGE_NUMBER,
+    PARTICIPANT,
+    classic_project,
+    twilio_params,
+)
+from tests.process import BridgeProcess, free_port, write_config
+
+
+def wait_for(condition, timeout: float = 20.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def serve_config(tmp_path: Path, sim: RedcapSimulator, token: str, port: int) -> Path:
+    return write_config(
+        tmp_path / "bridge.yaml", port=port,
+        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
+        projects=[{
+            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
+            "redcap": {"url": sim.api_url, "token": "${REDCAP_TOKEN}"},
+            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
+            "opt_out_checkbox": "sms_opted_out", "timezone": "America/New_York",
+        }],
+        extra={"sync": {"poll_seconds": 0.2}},
+    )
+
+
+def test_serve_applies_a_stop_and_start_and_stops_cleanly(tmp_path: Path,
+                                                          sim: RedcapSimulator) -> None:
+    project = classic_project({"1": "555-867-5309", "2": "(555) 867-5309"})
+    token = sim.add_project(project)
+    port = free_port()
+    config = serve_config(tmp_path, sim, token, port)
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token}
+    with BridgeProcess(config, port, env=env) as bridge:
+        url = bridge.url + "/twilio/sms"
+        params = twilio_params("STOP")
+        response = requests.post(url, data=params, timeout=5,
+                                 headers={"X-Twilio-Signature": sign(url, params, AUTH_TOKEN)})
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/xml")
+        assert wait_for(lambda: project.value("1", "sms_opt_out") != ""
+                        and project.value("2", "sms_opt_out") != "")
+        params = twilio_params("START")
+        requests.post(url, data=params, timeout=5,
+                      headers={"X-Twilio-Signature": sign(url, params, AUTH_TOKEN)})
+        assert wait_for(lambda: project.value("1", "sms_opt_out") == "")
+        assert requests.get(bridge.url + "/readyz", timeout=5).status_code == 200
+        bridge.signal(signal.SIGTERM)
+        assert bridge.wait() == 0
+    logs = bridge.logs()
+    assert f"listening on http://127.0.0.1:{port}" in logs
+    assert "stopped" in logs
+    assert PARTICIPANT not in logs and "8675309" not in logs
+    assert token not in logs and AUTH_TOKEN not in logs
+
+
+def test_a_second_process_on_the_same_store_refuses_to_start(tmp_path: Path,
+                                                             sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    port = free_port()
+    config = serve_config(tmp_path, sim, token, port)
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token}
+    with BridgeProcess(config, port, env=env):
+        second = BridgeProcess(config, free_port(), env=env,
+                               log_path=tmp_path / "second.log")
+        try:
+            second.start(timeout=10)
+        except RuntimeError as exc:
+            assert "another bridge process" in str(exc)
+        else:
+            raise AssertionError("second process started")
+
+
+def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("storage: {path: x.db}\ntwilio: {accounts: []}\nprojects: []\n")
+    bridge = BridgeProcess(config, free_port())
+    try:
+        bridge.start(timeout=10)
+    except RuntimeError as exc:
+        assert "exited with 2" in str(exc)
+        assert "bad.yaml" in str(exc)
+        assert "twilio.accounts" in str(exc)
+    else:
+        raise AssertionError("started with a bad config")
