@@ -1,11 +1,12 @@
 """A REDCap API simulator for tests, benchmarks and the demo (REDCap itself cannot run here).
 
-It reproduces the REDCap behaviour the bridge depends on (see
-``/work/shared/reference/redcap-api.md``): import/export semantics, validation, and error
-texts.
+It serves the API over real HTTP on loopback and reproduces the REDCap behaviour the bridge
+depends on (see ``/work/shared/reference/redcap-api.md``): import/export semantics,
+validation, error texts and status codes, and the IP ban for exceeding the rate limit.
 """
 
 from bridge.sim.model import SimProject
 from bridge.sim.schema import make_metadata
+from bridge.sim.server import Call, Fault, RedcapSimulator
 
-__all__ = ["SimProject", "make_metadata"]
+__all__ = ["Call", "Fault", "RedcapSimulator", "SimProject", "make_metadata"]
