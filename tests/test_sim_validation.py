@@ -128,6 +128,8 @@ def test_project_design_is_checked() -> None:
     with pytest.raises(ValueError, match="forms"):
         SimProject("x", metadata, repeating_forms=["nope"])
     with pytest.raises(ValueError, match="events"):
+        SimProject("x", metadata, repeating_events=["nope_arm_1"])
+    with pytest.raises(ValueError, match="events"):
         SimProject(
             "x",
             metadata,

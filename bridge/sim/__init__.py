@@ -5,8 +5,16 @@ depends on (see ``/work/shared/reference/redcap-api.md``): import/export semanti
 validation, error texts and status codes, and the IP ban for exceeding the rate limit.
 """
 
+from bridge.sim.generate import generate_project
 from bridge.sim.model import SimProject
 from bridge.sim.schema import make_metadata
 from bridge.sim.server import Call, Fault, RedcapSimulator
 
-__all__ = ["Call", "Fault", "RedcapSimulator", "SimProject", "make_metadata"]
+__all__ = [
+    "Call",
+    "Fault",
+    "RedcapSimulator",
+    "SimProject",
+    "generate_project",
+    "make_metadata",
+]

@@ -55,7 +55,7 @@ UNSUPPORTED_CONTENTS = frozenset(
     }
 )
 
-_ARRAY_KEY = re.compile(r"(\w+)\[(\d*)\]")
+_ARRAY_KEY = re.compile(r"(\w+)\[\d*\]")
 _DATE_RANGE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 

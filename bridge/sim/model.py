@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from threading import RLock
+from typing import Any
 
 from bridge.sim.schema import Column, Schema, complete_column
 from bridge.sim.validation import InvalidValue, clean_value
@@ -77,7 +78,11 @@ class _Record:
 
 @dataclass(frozen=True)
 class ExportQuery:
-    """The filters of an export request; empty sequences mean "no filter"."""
+    """The filters of an export request; empty sequences mean "no filter".
+
+    Checkbox fields are named as fields (``sms_opted_out``), not by their ``___code``
+    columns, and ``<form>_complete`` may be named too.
+    """
 
     records: Sequence[str] = ()
     fields: Sequence[str] = ()
@@ -108,8 +113,8 @@ class SimProject:
         self,
         title: str,
         metadata: Sequence[dict[str, str]],
-        events: Sequence[Mapping[str, object]] | None = None,
-        form_event_mapping: Sequence[Mapping[str, object]] | None = None,
+        events: Sequence[Mapping[str, Any]] | None = None,
+        form_event_mapping: Sequence[Mapping[str, Any]] | None = None,
         repeating_forms: Iterable[str] = (),
         repeating_events: Iterable[str] = (),
         can_export: bool = True,
@@ -145,11 +150,12 @@ class SimProject:
         self._check_design()
 
     def _check_design(self) -> None:
-        unknown_events = {name for name, _ in self._designated} - set(self._event_names)
-        unknown_forms = ({form for _, form in self._designated} | self.repeating_forms) - set(
-            self.schema.forms
-        )
-        if unknown_events or (self.repeating_events - set(self._event_names)):
+        """Catch a mistyped event or form in a test's project set-up at once."""
+        named_events = {name for name, _ in self._designated} | self.repeating_events
+        unknown_events = named_events - set(self._event_names)
+        named_forms = {form for _, form in self._designated} | self.repeating_forms
+        unknown_forms = named_forms - set(self.schema.forms)
+        if unknown_events:
             raise ValueError(f"unknown events in the project design: {sorted(unknown_events)}")
         if unknown_forms:
             raise ValueError(f"unknown forms in the project design: {sorted(unknown_forms)}")
@@ -212,11 +218,11 @@ class SimProject:
             rows = [r for r in rows if r["field_name"] in fields or r["form_name"] in forms]
         return [dict(row) for row in rows]
 
-    def events(self) -> list[dict[str, object]]:
+    def events(self) -> list[dict[str, Any]]:
         """The ``content=event`` rows."""
         return [dict(event) for event in self._events]
 
-    def form_event_mapping(self) -> list[dict[str, object]]:
+    def form_event_mapping(self) -> list[dict[str, Any]]:
         """The ``content=formEventMapping`` rows."""
         return [dict(row) for row in self._mapping]
 
@@ -545,14 +551,14 @@ class SimProject:
             record.modified = now
 
 
-def _event_row(event: Mapping[str, object], index: int) -> dict[str, object]:
+def _event_row(event: Mapping[str, Any], index: int) -> dict[str, Any]:
     """A ``content=event`` row from the short form tests give (name, arm, unique name)."""
     return {
-        "event_name": str(event["event_name"]),
-        "arm_num": int(str(event.get("arm_num", 1))),
-        "unique_event_name": str(event["unique_event_name"]),
-        "custom_event_label": str(event.get("custom_event_label", "")),
-        "event_id": int(str(event.get("event_id", 40 + index))),
+        "event_name": event["event_name"],
+        "arm_num": int(event.get("arm_num", 1)),
+        "unique_event_name": event["unique_event_name"],
+        "custom_event_label": event.get("custom_event_label", ""),
+        "event_id": int(event.get("event_id", 40 + index)),
     }
 
 

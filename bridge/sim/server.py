@@ -17,6 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
+from typing import Literal
 
 from waitress import wasyncore
 from waitress.server import TcpWSGIServer, create_server
@@ -39,7 +40,7 @@ class Fault:
     import was applied — as with a real server that is slow to respond.
     """
 
-    kind: str
+    kind: Literal["status", "reset", "slow"]
     code: int = 0
     seconds: float = 0.0
 
