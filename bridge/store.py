@@ -208,8 +208,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
-            with self.transaction() as conn:
-                conn.executescript(SCHEMA)
+            self._connect().executescript(SCHEMA)  # executescript commits on its own
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
 

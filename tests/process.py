@@ -59,6 +59,7 @@ class BridgeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                log.close()
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
@@ -66,6 +67,8 @@ class BridgeProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.05)
+        self.proc.kill()
+        self.wait()
         raise RuntimeError(f"bridge did not start:\n{self.logs()}")
 
     def signal(self, signum: int) -> None:

@@ -168,7 +168,7 @@ def test_values_are_read_and_normalised(tmp_path: Path) -> None:
             twilio={"numbers": ["+1 (805) 716-6646"], "messaging_service_sids": [SERVICE_SID]},
             redcap={"url": "https://example.edu/redcap/api", "token": REDCAP_TOKEN},
             default_region="gb",
-            keywords={"languages": ["es", "pt-br"], "stop": ["baja"], "replace": True},
+            keywords={"languages": ["es", "pt"], "stop": ["baja"], "replace": True},
             notify={"emails": ["team@example.edu"], "on": ["help"], "digest_minutes": 15},
             forward={"url": "http://localhost:8000/surveys/?x=1", "timeout_seconds": 2.5},
         )
@@ -191,7 +191,7 @@ def test_values_are_read_and_normalised(tmp_path: Path) -> None:
     assert heart.messaging_service_sids == (SERVICE_SID,)
     assert heart.redcap.url == "https://example.edu/redcap/api/"
     assert heart.default_region == "GB"
-    assert heart.keywords == KeywordConfig(languages=("es", "pt-br"), stop=("baja",), replace=True)
+    assert heart.keywords == KeywordConfig(languages=("es", "pt"), stop=("baja",), replace=True)
     assert heart.notify == NotifyConfig(
         emails=("team@example.edu",), on=frozenset({"help"}), digest_minutes=15
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -21,7 +22,7 @@ from tests.conftest import (
 from tests.process import BridgeProcess, free_port, write_config
 
 
-def wait_for(condition, timeout: float = 20.0) -> bool:  # noqa: ANN001
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

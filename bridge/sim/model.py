@@ -278,6 +278,12 @@ class SimProject:
                 return record_id
             return self._export_value(self.schema.columns[column], row)
 
+    def delete_record(self, record_id: str) -> None:
+        """Delete a record as a REDCap user would in the web UI (test set-up; no call logged)."""
+        with self._lock:
+            del self._records[record_id]
+            self._sorted_ids = None
+
     def record_ids(self) -> list[str]:
         """All record IDs in REDCap's order (numeric IDs numerically, then the others)."""
         with self._lock:
