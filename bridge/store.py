@@ -3,7 +3,10 @@
 Why SQLite: one file, transactional, no server for a research-IT team to run. The webhook
 commits the message and its jobs in one transaction before answering Twilio, so an answered
 event is never lost. WAL mode lets the webhook threads and the worker work side by side;
-``synchronous=FULL`` makes every commit survive a power cut, not only a process crash.
+``synchronous=FULL`` makes every commit survive a power cut, not only a process crash. That
+costs an fsync per commit, so concurrent webhooks share commits (``bridge.group_commit``)
+rather than the store giving up FULL: measured in bench/README.md, NORMAL gained little once
+commits were shared, and an answered webhook that a power cut could undo is a lost opt-out.
 
 Each thread gets its own connection (web server threads, the worker, the mailer); nothing
 here is tied to a Flask request.
@@ -162,6 +165,10 @@ class NewNotification:
     job_id: int | None = None
 
 
+# A message with its jobs and notifications, as stored by the intake transaction.
+InboundEntry = tuple[NewMessage, Sequence[NewJob], Sequence[NewNotification]]
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -198,6 +205,9 @@ class Store:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy handler, which
+        # sleeps in growing steps (up to 100 ms) and so turns a 1 ms wait into a long one.
+        self._write_lock = threading.Lock()
         self._create()
 
     # -- connections -------------------------------------------------------------------------
@@ -231,20 +241,21 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE: take the write lock up front, no upgrades)."""
         conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(str(exc)) from exc
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(str(exc)) from exc
 
     def read(self) -> sqlite3.Connection:
         return self._connect()
@@ -277,37 +288,35 @@ class Store:
         Returns False (and changes nothing) when the MessageSid is already stored: Twilio
         retries and Event Streams deliveries of the same message are applied once.
         """
+        result = self.record_inbound_batch([(message, jobs, notifications)])[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def record_inbound_batch(self, entries: Sequence[InboundEntry]) -> list[bool | StoreError]:
+        """``record_inbound`` for several messages in one transaction, so one commit.
+
+        Each entry is atomic on its own (a savepoint): one that fails gets its StoreError in
+        the result and the others are still stored. If the commit itself fails, every entry
+        gets the error and nothing is stored.
+        """
         now = iso(utcnow())
+        results: list[bool | StoreError] = []
         try:
             with self.transaction() as conn:
-                cursor = conn.execute(
-                    "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
-                    " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
-                    " routed) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(message_sid) DO NOTHING",
-                    (message.message_sid, message.account_sid, message.from_phone,
-                     message.to_phone, message.messaging_service_sid, message.body,
-                     message.opt_out_type, message.intent, message.source,
-                     iso(message.received_at), len({job.project for job in jobs})),
-                )
-                if cursor.rowcount == 0:
-                    return False
-                message_id = cursor.lastrowid
-                event_at = iso(message.received_at)
-                job_ids: dict[str, int] = {}
-                for job in jobs:
-                    job_cursor = conn.execute(
-                        "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
-                        " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
-                        (message_id, job.project, job.phone, job.action, event_at, job.status,
-                         now, None if job.status == PENDING else now),
-                    )
-                    job_ids[job.project] = int(job_cursor.lastrowid or 0)
-                for note in notifications:
-                    _insert_notification(conn, note, job_ids.get(note.project), now)
+                for message, jobs, notifications in entries:
+                    conn.execute("SAVEPOINT inbound")
+                    try:
+                        results.append(_insert_inbound(conn, message, jobs, notifications, now))
+                    except sqlite3.Error as exc:
+                        conn.execute("ROLLBACK TO inbound")
+                        results.append(StoreError(str(exc)))
+                    conn.execute("RELEASE inbound")
         except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
-        return True
+            return [StoreError(str(exc))] * len(entries)
+        except StoreError as exc:
+            return [exc] * len(entries)
+        return results
 
     # -- the worker's queue ------------------------------------------------------------------
 
@@ -450,7 +459,7 @@ class Store:
                                  [(project, record) for record in records])
             conn.executemany(
                 "INSERT OR IGNORE INTO phone_index (project, record, phone) VALUES (?,?,?)",
-                [(project, record, phone) for record, phone in pairs],
+                ((project, record, phone) for record, phone in pairs),
             )
             conn.execute(
                 "INSERT INTO index_meta (project, refreshed_at, full_refreshed_at)"
@@ -460,6 +469,36 @@ class Store:
                 " ELSE index_meta.full_refreshed_at END",
                 (project, refreshed_at, refreshed_at, int(full)),
             )
+
+
+def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequence[NewJob],
+                    notifications: Sequence[NewNotification], now: str) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
+        " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
+        " routed) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(message_sid) DO NOTHING",
+        (message.message_sid, message.account_sid, message.from_phone,
+         message.to_phone, message.messaging_service_sid, message.body,
+         message.opt_out_type, message.intent, message.source,
+         iso(message.received_at), len({job.project for job in jobs})),
+    )
+    if cursor.rowcount == 0:
+        return False
+    message_id = cursor.lastrowid
+    event_at = iso(message.received_at)
+    job_ids: dict[str, int] = {}
+    for job in jobs:
+        job_cursor = conn.execute(
+            "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
+            " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
+            (message_id, job.project, job.phone, job.action, event_at, job.status,
+             now, None if job.status == PENDING else now),
+        )
+        job_ids[job.project] = int(job_cursor.lastrowid or 0)
+    for note in notifications:
+        _insert_notification(conn, note, job_ids.get(note.project), now)
+    return True
 
 
 def _insert_notification(conn: sqlite3.Connection, note: NewNotification, job_id: int | None,
