@@ -12,7 +12,7 @@ import pytest
 from bridge.budget import RequestBudget
 from bridge.phone_index import PhoneIndex
 from bridge.redcap import RedcapClient, RedcapError, _iter_json_rows
-from bridge.sim import RedcapSimulator, SimProject, generate_project, make_metadata
+from bridge.sim import Fault, RedcapSimulator, SimProject, generate_project, make_metadata
 from bridge.store import Store
 from tests.conftest import Bridge, project_config
 
@@ -129,3 +129,34 @@ def test_numbers_in_repeating_instances_all_lead_to_their_record(
     assert index.lookup("+12025550143") == ("1", "2")
     assert project.value("1", "sms_opt_out") != ""
     assert project.value("2", "sms_opt_out") != ""
+
+
+def test_the_index_is_ready_before_the_first_message(sim: RedcapSimulator,
+                                                      make_bridge: Callable[..., Bridge]) -> None:
+    project, numbers = generate_project(2000, seed=7, modified=MONTH_AGO)
+    bridge = make_bridge([project_config(sim, sim.add_project(project), timezone="UTC")])
+    bridge.worker.tick()  # the first scheduled pass after start, no message yet
+    assert exports(sim) == [2000]
+    bridge.worker.tick()
+    assert exports(sim) == [2000]  # fresh: nothing more
+    bridge.text("STOP", numbers[3])
+    bridge.drain()
+    assert len(exports(sim)) == 2 and exports(sim)[1] <= 2  # the read-back only
+    # A restart loads it from the store: no export at all.
+    bridge = bridge.restart()
+    bridge.worker.tick()
+    assert len(exports(sim)) == 2
+
+
+def test_a_failed_build_at_start_is_left_to_the_first_job(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge]) -> None:
+    project, numbers = generate_project(200, seed=8)
+    bridge = make_bridge([project_config(sim, sim.add_project(project), timezone="UTC")])
+    sim.inject(Fault.status(503))
+    for _ in range(3):
+        bridge.worker.tick()
+    assert len(sim.calls) == 1  # tried once, not on every tick
+    bridge.text("STOP", numbers[0])
+    bridge.drain()
+    assert exports(sim)[0] == 200
+    assert bridge.job_statuses() == ["applied"]
