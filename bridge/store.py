@@ -356,38 +356,45 @@ class Store:
                                  " VALUES (?,?,?,?)", (job.id, now, "retry", error))
 
     def finish(self, outcomes: Sequence[JobOutcome]) -> None:
-        """Record final outcomes, the consent state they establish, and their notifications."""
+        """Record final outcomes, the consent state they establish, and their notifications.
+
+        The rows are prepared before the transaction and written with ``executemany``: a
+        batch of 500 outcomes holds the write lock, which webhooks wait for, a few
+        milliseconds rather than the time of 1,500 statements issued one by one.
+        """
         if not outcomes:
             return
         now = iso(utcnow())
+        jobs, attempts, states, notes = [], [], [], []
+        for outcome in outcomes:
+            job = outcome.job
+            counted = outcome.status != SUPERSEDED
+            records = json.dumps(list(outcome.records))
+            jobs.append((outcome.status, int(counted), records, outcome.value_written,
+                         outcome.error, now, job.id))
+            if counted:
+                attempts.append((job.id, now, outcome.status, outcome.error))
+            if outcome.status in (APPLIED, UNMATCHED):
+                states.append((job.project, job.phone, job.action, job.event_at, job.id,
+                               records, now))
+            notes.extend((note, job.id) for note in outcome.notifications)
         with self.transaction() as conn:
-            for outcome in outcomes:
-                job = outcome.job
-                counted = outcome.status != SUPERSEDED
-                conn.execute(
-                    "UPDATE jobs SET status=?, attempts=attempts+?, records=?, value_written=?,"
-                    " last_error=?, completed_at=? WHERE id=?",
-                    (outcome.status, int(counted), json.dumps(list(outcome.records)),
-                     outcome.value_written, outcome.error, now, job.id),
-                )
-                if counted:
-                    conn.execute("INSERT INTO attempts (job_id, at, outcome, error)"
-                                 " VALUES (?,?,?,?)", (job.id, now, outcome.status, outcome.error))
-                if outcome.status in (APPLIED, UNMATCHED):
-                    conn.execute(
-                        "INSERT INTO consent_state (project, phone, action, event_at, job_id,"
-                        " records, applied_at) VALUES (?,?,?,?,?,?,?)"
-                        " ON CONFLICT(project, phone) DO UPDATE SET action=excluded.action,"
-                        " event_at=excluded.event_at, job_id=excluded.job_id,"
-                        " records=excluded.records, applied_at=excluded.applied_at"
-                        " WHERE excluded.event_at > consent_state.event_at OR"
-                        " (excluded.event_at = consent_state.event_at AND"
-                        "  excluded.job_id > consent_state.job_id)",
-                        (job.project, job.phone, job.action, job.event_at, job.id,
-                         json.dumps(list(outcome.records)), now),
-                    )
-                for note in outcome.notifications:
-                    _insert_notification(conn, note, job.id, now)
+            conn.executemany(
+                "UPDATE jobs SET status=?, attempts=attempts+?, records=?, value_written=?,"
+                " last_error=?, completed_at=? WHERE id=?", jobs)
+            conn.executemany("INSERT INTO attempts (job_id, at, outcome, error)"
+                             " VALUES (?,?,?,?)", attempts)
+            conn.executemany(
+                "INSERT INTO consent_state (project, phone, action, event_at, job_id,"
+                " records, applied_at) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT(project, phone) DO UPDATE SET action=excluded.action,"
+                " event_at=excluded.event_at, job_id=excluded.job_id,"
+                " records=excluded.records, applied_at=excluded.applied_at"
+                " WHERE excluded.event_at > consent_state.event_at OR"
+                " (excluded.event_at = consent_state.event_at AND"
+                "  excluded.job_id > consent_state.job_id)", states)
+            for note, job_id in notes:
+                _insert_notification(conn, note, job_id, now)
 
     def consent_states(self, project: str, phones: Iterable[str]) -> dict[str, ConsentState]:
         """The newest applied state per phone: older jobs must never be written over it."""
