@@ -547,6 +547,24 @@ def intake_rows(load: LoadResult | None) -> list[str]:
     return [answered, latency_row(load), f"{load.per_second:.0f}", f"{busy:.0%}"]
 
 
+def fsync_latency(folder: Path, count: int = 200) -> tuple[float, float]:
+    """p50 and p99 (ms) of an 8 KiB write + fsync in ``folder``: what each commit waits for."""
+    probe = folder / ".fsync-probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 8192)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        probe.unlink()
+    times.sort()
+    return times[count // 2], times[int(count * 0.99)]
+
+
 def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRun | None,
                 ) -> None:
     pace = f"paced at {args.rate:g}/s" if args.rate else "unpaced"
@@ -554,7 +572,8 @@ def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRu
           f" M={args.stops} STOPs ({args.unknown_fraction:.0%} unknown), REDCap latency"
           f" {args.latency * 1000:.0f} ms, {args.clients} clients {pace},"
           f" {args.threads} server threads, batch {args.batch_size}, budget {args.budget}/min,"
-          f" {'cold' if args.cold else 'warm'} index, {os.cpu_count()} CPUs")
+          f" {'cold' if args.cold else 'warm'} index, {os.cpu_count()} CPUs, fsync p50/p99"
+          f" {args.fsync[0]:.2f}/{args.fsync[1]:.2f} ms")
     rows: list[tuple[str, str, str]] = []
     bridge_intake = intake_rows(bridge.load if bridge else None)
     bare_intake = intake_rows(bare.load if bare else None)
@@ -618,11 +637,13 @@ def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRu
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("waitress").setLevel(logging.ERROR)  # the simulator's connection chatter
+    args.fsync = fsync_latency(args.workdir or Path(tempfile.gettempdir()))
     bridge = None
     if not args.bare_only:
         if args.workdir:
-            args.workdir.mkdir(parents=True, exist_ok=True)
             bridge = run_bridge(args, args.workdir)
         else:
             with tempfile.TemporaryDirectory(prefix="blast-") as tmp:
