@@ -565,6 +565,22 @@ def fsync_latency(folder: Path, count: int = 200) -> tuple[float, float]:
     return times[count // 2], times[int(count * 0.99)]
 
 
+def reference_loop() -> float:
+    """Milliseconds for a fixed pure-Python loop: how fast this machine's CPUs are right now.
+
+    This is a shared virtual machine: the loop took from 47 to 156 ms within a minute, and the
+    bridge's CPU per webhook moves with it. Compare runs with similar reference times.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number * number
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRun | None,
                 ) -> None:
     pace = f"paced at {args.rate:g}/s" if args.rate else "unpaced"
@@ -573,7 +589,8 @@ def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRu
           f" {args.latency * 1000:.0f} ms, {args.clients} clients {pace},"
           f" {args.threads} server threads, batch {args.batch_size}, budget {args.budget}/min,"
           f" {'cold' if args.cold else 'warm'} index, {os.cpu_count()} CPUs, fsync p50/p99"
-          f" {args.fsync[0]:.2f}/{args.fsync[1]:.2f} ms")
+          f" {args.fsync[0]:.2f}/{args.fsync[1]:.2f} ms, reference loop before/after"
+          f" {args.cpu_ms:.0f}/{reference_loop():.0f} ms")
     rows: list[tuple[str, str, str]] = []
     bridge_intake = intake_rows(bridge.load if bridge else None)
     bare_intake = intake_rows(bare.load if bare else None)
@@ -641,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("waitress").setLevel(logging.ERROR)  # the simulator's connection chatter
     args.fsync = fsync_latency(args.workdir or Path(tempfile.gettempdir()))
+    args.cpu_ms = reference_loop()
     bridge = None
     if not args.bare_only:
         if args.workdir:
