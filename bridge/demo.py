@@ -60,13 +60,13 @@ PARTICIPANTS = (
     ("3", "Cleo", "(617) 555-0142"),
     ("4", "Dev", "617.555.0178"),
 )
-COLUMNS = ("record_id", "first_name", "mobile", "sms_opt_out", "sms_opted_out___1")
+COLUMNS = ("first_name", "mobile", "sms_opt_out", "sms_opted_out___1")
 STEP_TIMEOUT = 10.0
 _BRIDGE_LINE = re.compile(r"^[A-Z]+ bridge[.:]")
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _UNSTORED = re.compile(r"bridge\.web: refused|: duplicate, ignored$")
 
-Snapshot = dict[str, tuple[str, ...]]  # record ID -> values of COLUMNS[1:]
+Snapshot = dict[str, tuple[str, ...]]  # record ID -> values of COLUMNS
 
 
 class DemoError(Exception):
@@ -498,14 +498,14 @@ class Demo:
         want = [(step.action, step.status, step.records)] if step.action else []
         if got != want:
             self._problem(step.title, f"expected jobs {want}, the bridge recorded {got}")
-        if step.redcap == "unchanged" and self.changed:
-            self._problem(step.title, f"records {sorted(self.changed)} changed")
-        for record, values in self.snapshot.items():
-            opted_out = step.redcap == "opted out" and record in step.records
-            opted_in = step.redcap == "opted in" and record in step.records
-            if opted_out and not (values[2] and values[3] == "1"):
+        if not self.changed <= set(step.records):
+            self._problem(step.title, f"records {sorted(self.changed)} changed,"
+                          f" expected only {list(step.records) or 'none'}")
+        for record in step.records:
+            _name, _mobile, opt_out, box = self.snapshot[record]
+            if step.redcap == "opted out" and not (opt_out and box == "1"):
                 self._problem(step.title, f"record {record} is not marked opted out")
-            if opted_in and (values[2] or values[3] != "0"):
+            if step.redcap == "opted in" and (opt_out or box != "0"):
                 self._problem(step.title, f"record {record} is still marked opted out")
 
     def _forged(self, number: int, total: int) -> None:
@@ -606,7 +606,7 @@ class Demo:
     # -- output helpers ----------------------------------------------------------------------
 
     def _records(self) -> Snapshot:
-        return {record: tuple(self.project.value(record, column) for column in COLUMNS[1:])
+        return {record: tuple(self.project.value(record, column) for column in COLUMNS)
                 for record in self.project.record_ids()}
 
     def _table(self, snapshot: Snapshot, changed: set[str]) -> None:

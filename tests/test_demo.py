@@ -24,6 +24,7 @@ import psutil
 import pytest
 import requests
 
+from bridge.demo import SHARED_PHONE, STEPS, Demo, JobView, MessageView
 from tests.process import ROOT
 
 # The issue asks for under 15 s; CI machines are slower and busier, so the bound here is wider.
@@ -102,7 +103,7 @@ def test_demo_shows_every_decision_and_cleans_up(tmp_path: Path) -> None:
     print(f"demo wall time: {elapsed:.2f} s")
 
 
-class Demo:
+class DemoProcess:
     """``python -m bridge demo`` running in the background, its output read line by line."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
@@ -178,7 +179,7 @@ def export_records(api_url: str, token: str) -> dict[str, dict[str, str]]:
 
 
 def test_keep_running_prints_a_curl_line_whose_stop_lands(tmp_path: Path) -> None:
-    demo = Demo(tmp_path, "--keep-running")
+    demo = DemoProcess(tmp_path, "--keep-running")
     try:
         workdir = Path(demo.wait_for(r"^Working folder: (\S+)").group(1))
         demo.wait_for("^Step 7/7")
@@ -226,7 +227,7 @@ def test_keep_running_prints_a_curl_line_whose_stop_lands(tmp_path: Path) -> Non
 
 
 def test_ctrl_c_stops_the_bridge_and_removes_the_folder(tmp_path: Path) -> None:
-    demo = Demo(tmp_path)
+    demo = DemoProcess(tmp_path)
     try:
         workdir = Path(demo.wait_for(r"^Working folder: (\S+)").group(1))
         demo.wait_for("^Bridge: python -m bridge serve")
@@ -240,3 +241,33 @@ def test_ctrl_c_stops_the_bridge_and_removes_the_folder(tmp_path: Path) -> None:
     assert "Bridge stopped (exit status 0)." in demo.seen
     assert not workdir.exists()
     assert not bridge[0].is_running()
+
+
+def test_the_demo_reports_a_bridge_that_decides_otherwise(tmp_path: Path) -> None:
+    """The self-check behind the exit status: a wrong decision or write is flagged."""
+    printed: list[str] = []
+    demo = Demo(tmp_path, printed.append)
+    stop = next(step for step in STEPS if step.title == "STOP")
+    opted_out = {"1": ("Ana", "555-867-5309", "2025-06-02 09:14:03", "1"),
+                 "2": ("Ben", "+15558675309", "", "0"),
+                 "3": ("Cleo", "(617) 555-0142", "2025-06-02 09:14:03", "1")}
+
+    def message(*jobs: JobView) -> MessageView:
+        return MessageView(1, "SM" + "0" * 32, SHARED_PHONE, "STOP", "STOP", "stop", jobs)
+
+    demo.snapshot, demo.changed = opted_out, {"1", "3"}
+    demo._check_step(stop, message(JobView(1, "stop", "applied", ("1",), "x", None)))
+    assert demo.problems == [
+        "STOP: expected jobs [('stop', 'applied', ('1', '2'))], the bridge recorded"
+        " [('stop', 'applied', ('1',))]",
+        "STOP: records ['1', '3'] changed, expected only ['1', '2']",
+        "STOP: record 2 is not marked opted out",
+    ]
+    assert printed[0] == "  UNEXPECTED: " + demo.problems[0].removeprefix("STOP: ")
+
+    demo.problems.clear()
+    demo.snapshot = {**opted_out, "2": opted_out["1"], "3": ("Cleo", "", "", "0")}
+    demo.changed = {"1", "2"}
+    demo._check_step(stop, message(JobView(1, "stop", "applied", ("1", "2"), "x", None)))
+    assert demo.problems == []
+    demo.stop()
