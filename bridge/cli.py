@@ -1,4 +1,4 @@
-"""Command line: ``python -m bridge serve|...``.
+"""Command line: ``python -m bridge serve|demo|...``.
 
 Each subcommand is a small function taking the parsed arguments; configuration comes from
 ``--config`` or the ``BRIDGE_CONFIG`` environment variable.
@@ -67,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run
+
+    return run(keep_running=args.keep_running)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge",
                                      description="REDCap SMS opt-out bridge")
@@ -79,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the webhook server and the worker")
     serve.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
     serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="see it work: a simulated REDCap, the bridge, and"
+                          " signed webhooks, all on this machine")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave both running afterwards and print a curl line to try")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
