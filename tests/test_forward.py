@@ -1,0 +1,344 @@
+"""Forwarding to REDCap's survey endpoint, against a loopback server standing in for it.
+
+The stand-in checks what REDCap would see: a signature valid for its own URL, the participant's
+cookie, the exact fields. Twilio's side is the Flask test client (no cookie jar of its own, so
+the Cookie header is exactly what the test sends, as Twilio would).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import pytest
+from prometheus_client import REGISTRY
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
+from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
+from werkzeug.wrappers import Request, Response
+
+from bridge.config import ForwardConfig
+from bridge.forward import MAX_RESPONSE_BYTES, Forwarder, rewrite_set_cookie
+from bridge.inbound import EMPTY_TWIML, sign
+from bridge.sim import RedcapSimulator
+from tests.conftest import (
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    SUBACCOUNT_SID,
+    SUBACCOUNT_TOKEN,
+    WEBHOOK_URL,
+    Bridge,
+    classic_project,
+    project_config,
+    twilio_params,
+)
+from tests.process import free_port
+
+SURVEY_TWIML = ('<?xml version="1.0" encoding="UTF-8"?>'
+                "<Response><Message>Question 2: how did you sleep?</Message></Response>")
+SESSION_COOKIE = "PHPSESSID=r3dc4p; path=/redcap/; domain=redcap.example.edu; HttpOnly"
+SURVEY_COOKIE = "survey_q=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/redcap/surveys/"
+HOST_COOKIE = "visit=1"  # valid for the stand-in's own host: a cookie jar would keep it
+
+
+@dataclass
+class Received:
+    path: str
+    url: str
+    fields: list[tuple[str, str]]
+    headers: dict[str, str]
+    stored_first: bool | None = None
+
+
+@dataclass
+class SurveyEndpoint:
+    """A loopback HTTP server playing REDCap's ``/surveys/``, with misbehaving siblings."""
+
+    slow_seconds: float = 2.0
+    received: list[Received] = field(default_factory=list)
+    on_request: Callable[[], bool] | None = None
+
+    def __post_init__(self) -> None:
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def app(self, environ: dict, start_response: Callable) -> object:
+        request = Request(environ)
+        body = request.get_data(as_text=True)
+        self.received.append(Received(
+            path=request.path, url=self.base + request.full_path.rstrip("?"),
+            fields=parse_qsl(body, keep_blank_values=True), headers=dict(request.headers),
+            stored_first=self.on_request() if self.on_request else None))
+        return self.respond(request.path)(environ, start_response)
+
+    def respond(self, path: str) -> Response:
+        if path == "/slow/":
+            time.sleep(self.slow_seconds)
+        if path in ("/surveys/", "/slow/", "/other/"):
+            response = Response(SURVEY_TWIML.replace("2", "9") if path == "/other/"
+                                else SURVEY_TWIML, content_type="text/xml; charset=utf-8")
+            response.headers.add("Set-Cookie", SESSION_COOKIE)
+            response.headers.add("Set-Cookie", SURVEY_COOKIE)
+            response.headers.add("Set-Cookie", HOST_COOKIE)
+            return response
+        if path == "/plain/":
+            response = Response("Thanks for your answer!", content_type="text/plain")
+            response.headers.add("Set-Cookie", SESSION_COOKIE)
+            return response
+        if path == "/redirect/":
+            return Response("", status=302, headers={"Location": self.url("/surveys/")})
+        if path == "/big/":
+            return Response("<Response>" + " " * MAX_RESPONSE_BYTES + "</Response>",
+                            content_type="text/xml")
+        return Response("REDCap crashed", status=500, content_type="text/html")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[SurveyEndpoint]:
+    server = SurveyEndpoint()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def forwarding(sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+               endpoint: SurveyEndpoint) -> Callable[..., Bridge]:
+    """A bridge whose one project forwards to ``path`` on the stand-in."""
+    token = sim.add_project(classic_project({"1": "(555) 867-5309"}))
+
+    def build(path: str = "/surveys/", timeout: float = 5.0, url: str | None = None) -> Bridge:
+        target = ForwardConfig(url or endpoint.url(path), timeout_seconds=timeout)
+        return make_bridge([project_config(sim, token, forward=target)])
+
+    return build
+
+
+def post(bridge: Bridge, params: dict[str, str], *, headers: dict[str, str] | None = None,
+         token: str = AUTH_TOKEN) -> TestResponse:
+    client = bridge.app.test_client(use_cookies=False)
+    sent = {"X-Twilio-Signature": sign(WEBHOOK_URL, params, token), **(headers or {})}
+    return client.post("/twilio/sms", data=params, headers=sent, base_url=PUBLIC_URL)
+
+
+def forwards(result: str) -> float:
+    return REGISTRY.get_sample_value("bridge_forwards_total", {"result": result}) or 0.0
+
+
+def stored(bridge: Bridge) -> int:
+    return bridge.store.read().execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+
+def test_target_gets_the_exact_fields_a_signature_for_its_own_url_and_the_cookie(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    params = twilio_params("Seven hours", opt_out_type=None)
+    params["AddOns"] = '{"status":"successful","results":{}}'
+    params["Body"] = "Seven  hours & a nap = ok? ünïcode ✓"
+    response = post(bridge, params, headers={
+        "Cookie": "PHPSESSID=abc123; survey_q=1", "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": "idem-1"})
+
+    assert response.status_code == 200
+    [received] = endpoint.received
+    assert received.path == "/surveys/"
+    assert received.fields == list(params.items())
+    signature = received.headers["X-Twilio-Signature"]
+    validator = RequestValidator(AUTH_TOKEN)
+    assert validator.validate(received.url, MultiDict(received.fields), signature)
+    assert not validator.validate(WEBHOOK_URL, MultiDict(received.fields), signature)
+    assert received.headers["Cookie"] == "PHPSESSID=abc123; survey_q=1"
+    assert received.headers["User-Agent"] == "TwilioProxy/1.1"
+    assert received.headers["I-Twilio-Idempotency-Token"] == "idem-1"
+    assert received.headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_twilio_gets_the_targets_twiml_and_cookies_scoped_to_the_bridge(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    before = forwards("ok")
+    response = post(bridge, twilio_params("7"))
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == SURVEY_TWIML
+    assert response.content_type == "text/xml; charset=utf-8"
+    assert response.headers.getlist("Set-Cookie") == [
+        "PHPSESSID=r3dc4p; HttpOnly; Path=/",
+        "survey_q=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/",
+        "visit=1; Path=/",
+    ]
+    assert forwards("ok") == before + 1
+
+
+def test_forward_happens_after_the_message_is_stored(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    params = twilio_params("STOP")
+    endpoint.on_request = lambda: bool(bridge.store.jobs_for_message(params["MessageSid"]))
+    assert post(bridge, params).status_code == 200
+    assert [r.stored_first for r in endpoint.received] == [True]
+
+
+def test_subaccount_message_is_signed_with_the_subaccount_token(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    params = twilio_params("STOP", account=SUBACCOUNT_SID)
+    assert post(bridge, params, token=SUBACCOUNT_TOKEN).status_code == 200
+    [received] = endpoint.received
+    assert RequestValidator(SUBACCOUNT_TOKEN).validate(
+        received.url, MultiDict(received.fields), received.headers["X-Twilio-Signature"])
+
+
+def test_slow_target_gets_an_empty_answer_in_time_and_the_stop_is_kept(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding("/slow/", timeout=0.5)
+    before = forwards("timeout")
+    started = time.monotonic()
+    response = post(bridge, twilio_params("STOP"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == EMPTY_TWIML
+    assert response.headers.getlist("Set-Cookie") == []
+    assert 0.5 <= elapsed < 1.0
+    assert bridge.job_statuses() == ["pending"]
+    assert forwards("timeout") == before + 1
+
+
+@pytest.mark.parametrize(("path", "result"), [
+    ("/error/", "http_error"),
+    ("/redirect/", "http_error"),
+    ("/big/", "too_large"),
+    (None, "connection_error"),
+])
+def test_failing_target_gets_an_empty_answer_and_is_counted(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint, path: str | None,
+        result: str) -> None:
+    url = endpoint.url(path) if path else f"http://127.0.0.1:{free_port()}/surveys/"
+    bridge = forwarding(url=url)
+    before = forwards(result)
+    response = post(bridge, twilio_params("STOP"))
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == EMPTY_TWIML
+    assert response.content_type.startswith("text/xml")
+    assert response.headers.getlist("Set-Cookie") == []
+    assert bridge.job_statuses() == ["pending"]
+    assert forwards(result) == before + 1
+    assert [r.path for r in endpoint.received] == ([path] if path else [])  # no redirect hop
+
+
+def test_non_xml_answer_is_not_sent_to_the_participant_but_its_cookie_is_kept(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding("/plain/")
+    before = forwards("not_twiml")
+    response = post(bridge, twilio_params("7"))
+    assert response.get_data(as_text=True) == EMPTY_TWIML
+    assert response.content_type.startswith("text/xml")
+    assert response.headers.getlist("Set-Cookie") == ["PHPSESSID=r3dc4p; HttpOnly; Path=/"]
+    assert forwards("not_twiml") == before + 1
+
+
+def test_a_twilio_retry_is_forwarded_again_but_stored_once(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    params = twilio_params("STOP")
+    for _ in range(2):
+        assert post(bridge, params).get_data(as_text=True) == SURVEY_TWIML
+    assert len(endpoint.received) == 2
+    assert stored(bridge) == 1
+    assert bridge.job_statuses() == ["pending"]
+
+
+def test_cookies_never_pass_from_one_participant_to_another(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    post(bridge, twilio_params("7", "+15558675309"), headers={"Cookie": "PHPSESSID=alice"})
+    post(bridge, twilio_params("8", "+12025550143"))
+    assert endpoint.received[0].headers["Cookie"] == "PHPSESSID=alice"
+    assert "Cookie" not in endpoint.received[1].headers
+
+
+def test_unrouted_and_unsigned_messages_are_not_forwarded(
+        forwarding: Callable[..., Bridge], endpoint: SurveyEndpoint) -> None:
+    bridge = forwarding()
+    assert post(bridge, twilio_params("STOP", to="+12025550199", service=None)
+                ).get_data(as_text=True) == EMPTY_TWIML
+    response = bridge.client.post("/twilio/sms", data=twilio_params("STOP"),
+                                  headers={"X-Twilio-Signature": "bm9wZQ=="},
+                                  base_url=PUBLIC_URL)
+    assert response.status_code == 403
+    assert endpoint.received == []
+
+
+def test_two_projects_with_the_same_url_forward_once(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+        endpoint: SurveyEndpoint) -> None:
+    target = ForwardConfig(endpoint.url("/surveys/"), 5.0)
+    projects = [project_config(sim, sim.add_project(classic_project()), name=name,
+                               forward=target) for name in ("heart-study", "sleep-study")]
+    bridge = make_bridge(projects)
+    assert post(bridge, twilio_params("STOP")).get_data(as_text=True) == SURVEY_TWIML
+    assert len(endpoint.received) == 1
+    assert sorted(bridge.job_statuses()) == ["pending", "pending"]
+
+
+def test_two_urls_each_get_the_message_and_the_first_projects_answer_goes_back(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+        endpoint: SurveyEndpoint) -> None:
+    first = project_config(sim, sim.add_project(classic_project()), name="b-first",
+                           forward=ForwardConfig(endpoint.url("/other/"), 5.0))
+    second = project_config(sim, sim.add_project(classic_project()), name="a-second",
+                            forward=ForwardConfig(endpoint.url("/surveys/"), 5.0))
+    bridge = make_bridge([first, second])
+    response = post(bridge, twilio_params("7"), headers={"Cookie": "PHPSESSID=abc"})
+    assert response.get_data(as_text=True) == SURVEY_TWIML.replace("2", "9")
+    deadline = time.monotonic() + 5
+    while len(endpoint.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(r.path for r in endpoint.received) == ["/other/", "/surveys/"]
+    assert all(r.headers["Cookie"] == "PHPSESSID=abc" for r in endpoint.received)
+
+
+def test_only_projects_with_forward_are_forwarded(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+        endpoint: SurveyEndpoint) -> None:
+    plain = project_config(sim, sim.add_project(classic_project()), name="plain",
+                           numbers=("+12025550100",), messaging_service_sids=())
+    forwarded = project_config(sim, sim.add_project(classic_project()), name="forwarded",
+                               forward=ForwardConfig(endpoint.url("/surveys/"), 5.0))
+    bridge = make_bridge([plain, forwarded])
+    post(bridge, twilio_params("STOP", to="+12025550100", service=None))
+    assert endpoint.received == []
+    assert post(bridge, twilio_params("7")).get_data(as_text=True) == SURVEY_TWIML
+    assert len(endpoint.received) == 1
+
+
+def test_without_forward_targets_the_forwarder_is_idle(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge([project_config(sim, sim.add_project(classic_project()))])
+    forwarder: Forwarder = bridge.app.extensions["bridge"]["forwarder"]
+    assert not forwarder.enabled
+    threads = threading.active_count()
+    assert post(bridge, twilio_params("STOP")).get_data(as_text=True) == EMPTY_TWIML
+    assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("a=1", "a=1; Path=/"),
+    ("a=1; Domain=.example.edu; Path=/redcap/; Secure; HttpOnly; SameSite=Lax",
+     "a=1; Secure; HttpOnly; SameSite=Lax; Path=/"),
+    ("a=x=y; path=/p; DOMAIN=h", "a=x=y; Path=/"),
+])
+def test_set_cookie_is_rescoped_to_the_bridge(header: str, expected: str) -> None:
+    assert rewrite_set_cookie(header) == expected
