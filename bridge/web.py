@@ -3,7 +3,9 @@
 Status codes at the Twilio edge are deliberate: 403 for anything not provably from Twilio
 (nothing stored), 400 for a signed but malformed message, 413 for an oversized body, 503 when
 the store cannot take the event (so Twilio's connection-override retries, if configured, try
-again), 200 with empty TwiML otherwise, including duplicates and unrouted messages.
+again), 200 with empty TwiML otherwise, including duplicates and unrouted messages. A project
+with ``forward`` gets its target's answer instead (``bridge.forward``). ``POST /twilio/events``
+takes Event Streams deliveries with the same codes (``bridge.events``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import quote
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from bridge import metrics
+from bridge import events, metrics
 from bridge.config import Config
 from bridge.forward import PASSED_HEADERS, Forwarder, ForwardRequest, Relay
 from bridge.inbound import (
@@ -70,6 +72,24 @@ def create_app(config: Config, store: Store, intake: Intake,
             return relayed(forwarder.relay((d.project for d in result.decisions),
                                            _forward_request(message.message_sid, token or "")))
         return twiml()
+
+    @app.post("/twilio/events")
+    def twilio_events() -> Response:
+        request.max_content_length = events.MAX_BODY_BYTES
+        try:
+            outcomes = events.receive_events(config, intake, twilio_url(config.server.public_url),
+                                             request.get_data(),
+                                             request.headers.get("X-Twilio-Signature"))
+        except SignatureError as exc:
+            return _refuse("events", 403, str(exc))
+        except events.MalformedEvents as exc:
+            return _refuse("events", 400, str(exc))
+        except StoreError:
+            logger.exception("event stream delivery could not be stored")
+            return _refuse("events", 503, "the events could not be stored; try again")
+        for outcome in outcomes:
+            metrics.WEBHOOKS.labels(endpoint="events", outcome=outcome).inc()
+        return Response("ok\n", mimetype="text/plain")
 
     @app.get("/healthz")
     def healthz() -> Response:
