@@ -67,6 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from bridge.backfill import run
+
+    return run(config_from(args), args.project, args.since, apply=args.apply, out=sys.stdout,
+               err=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge",
                                      description="REDCap SMS opt-out bridge")
@@ -79,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the webhook server and the worker")
     serve.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
     serve.set_defaults(func=cmd_serve)
+
+    backfill = sub.add_parser(
+        "backfill", help="compare Twilio's history of opt-outs/opt-ins with REDCap",
+        description="Read inbound messages to the project's numbers from Twilio, take each"
+        " sender's latest opt-out or opt-in, and list where REDCap disagrees. Twilio's history"
+        " may be incomplete (REDCap erases its Twilio message logs).")
+    backfill.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+    backfill.add_argument("--project", required=True, help="project name")
+    backfill.add_argument("--since", required=True,
+                          help="YYYY-MM-DD or ISO date-time; the project's time zone if no offset")
+    backfill.add_argument("--apply", action="store_true",
+                          help="queue the differences as ordinary jobs (default: dry run)")
+    backfill.set_defaults(func=cmd_backfill)
     return parser
 
 
