@@ -29,6 +29,11 @@ Decisions:
 * **A hard deadline.** ``timeout_seconds`` (below 15, checked when loading) is the total time
   Twilio waits for the forward, not a per-socket timeout: the request runs in a worker thread
   and the webhook answers when the deadline passes, whatever the target is doing.
+* **Load shedding.** Forwards in flight are capped per URL so that together they can hold at
+  most half of the server's threads (``server.threads``). When a target hangs, further messages
+  are still stored at once and answered with an empty TwiML (``result="busy"``) instead of
+  queueing for a thread until Twilio abandons them — unstored, opt-outs included. Raise
+  ``server.threads`` for busy numbers with a slow REDCap.
 * **Several projects.** A message routed to several projects is forwarded once per distinct
   URL, concurrently. The answer relayed to Twilio (TwiML and cookies) is the one from the URL
   of the first routed project in configuration order; the other targets get the same request
@@ -106,12 +111,19 @@ class Forwarder:
     """Forwards messages of the projects that have ``forward`` set; idle for the others.
 
     ``enabled`` is False when no project forwards, so the webhook does no extra work at all.
+    At most ``limit`` forwards per URL are in flight, so that together they hold at most half
+    of the server's ``server_threads``: a hung target must never leave new messages waiting for
+    a thread until Twilio gives up on them, unstored. A forward beyond the limit is not made
+    (counted as ``busy``; Twilio gets an empty answer at once).
     """
 
-    def __init__(self, projects: Sequence[ProjectConfig], *, max_workers: int = 16) -> None:
+    def __init__(self, projects: Sequence[ProjectConfig], *, server_threads: int = 8) -> None:
         self._targets = {p.name: p.forward for p in projects if p.forward is not None}
         self._order = {p.name: index for index, p in enumerate(projects)}
-        self._max_workers = max_workers
+        urls = {target.url for target in self._targets.values()}
+        self.limit = max(1, server_threads // (2 * max(1, len(urls))))
+        self._slots = {url: threading.BoundedSemaphore(self.limit) for url in urls}
+        self._max_workers = max(1, self.limit * len(urls))
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -134,19 +146,19 @@ class Forwarder:
         targets = self.targets(projects)
         if not targets:
             return Relay()
-        executor = self._pool()
         started = time.monotonic()
-        futures = [(t, executor.submit(self._post, t, request, started + t.timeout_seconds))
-                   for t in targets]
+        futures = [(target, self._submit(target, request, started)) for target in targets]
         for target, future in futures[1:]:
-            future.add_done_callback(
-                lambda done, target=target: self._settle(target, request, done))
+            if future is not None:
+                future.add_done_callback(
+                    lambda done, target=target: self._settle(target, request, done))
         primary, future = futures[0]
+        if future is None:
+            return Relay(result="busy")
         try:
             relay = future.result(timeout=max(0.0, started + primary.timeout_seconds
                                               - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
             error = ForwardError("timeout", f"no answer within {primary.timeout_seconds:g} s")
             self._record(primary, request, error)
             return Relay(result=error.result)
@@ -186,8 +198,27 @@ class Forwarder:
             self._local.session = session
         return session
 
-    def _post(self, target: ForwardConfig, request: ForwardRequest, deadline: float) -> Relay:
-        return post(self._session(), target.url, request, deadline)
+    def _submit(self, target: ForwardConfig, request: ForwardRequest,
+                started: float) -> Future | None:
+        """Start a forward in a worker thread, or record it as ``busy`` (None)."""
+        slot = self._slots[target.url]
+        if not slot.acquire(blocking=False):
+            self._record(target, request, ForwardError(
+                "busy", f"{self.limit} forwards to this URL are still waiting for it"))
+            return None
+        try:
+            return self._pool().submit(self._post, target, request,
+                                       started + target.timeout_seconds, slot)
+        except BaseException:
+            slot.release()
+            raise
+
+    def _post(self, target: ForwardConfig, request: ForwardRequest, deadline: float,
+              slot: threading.BoundedSemaphore) -> Relay:
+        try:
+            return post(self._session(), target.url, request, deadline)
+        finally:
+            slot.release()
 
     def _settle(self, target: ForwardConfig, request: ForwardRequest, future: Future) -> None:
         """Record the outcome of a secondary forward, whose answer nobody waits for."""

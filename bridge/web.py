@@ -42,7 +42,7 @@ def create_app(config: Config, store: Store, intake: Intake,
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = config.server.max_body_bytes
-    forwarder = forwarder or Forwarder(config.projects)
+    forwarder = forwarder or Forwarder(config.projects, server_threads=config.server.threads)
     app.extensions["bridge"] = {"config": config, "store": store, "intake": intake,
                                 "forwarder": forwarder}
 

@@ -7,32 +7,38 @@ the Cookie header is exactly what the test sends, as Twilio would).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client import REGISTRY
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
-from bridge.config import ForwardConfig
+from bridge.config import ForwardConfig, ServerConfig
 from bridge.forward import Forwarder, rewrite_set_cookie
 from bridge.inbound import EMPTY_TWIML, sign
 from bridge.sim import RedcapSimulator
 from tests.conftest import (
+    ACCOUNT_SID,
     AUTH_TOKEN,
+    BRIDGE_NUMBER,
     PUBLIC_URL,
     SUBACCOUNT_SID,
     SUBACCOUNT_TOKEN,
     WEBHOOK_URL,
     Bridge,
     classic_project,
+    make_config,
     project_config,
     twilio_params,
 )
-from tests.process import free_port
+from tests.process import BridgeProcess, free_port, write_config
 from tests.survey_endpoint import SURVEY_TWIML, SurveyEndpoint
 
 
@@ -140,7 +146,7 @@ def test_slow_target_gets_an_empty_answer_in_time_and_the_stop_is_kept(
     assert response.status_code == 200
     assert response.get_data(as_text=True) == EMPTY_TWIML
     assert response.headers.getlist("Set-Cookie") == []
-    assert 0.5 <= elapsed < 1.0
+    assert 0.5 <= elapsed < 1.5  # the stand-in takes 2 s; the margin absorbs a loaded host
     assert bridge.job_statuses() == ["pending"]
     assert forwards("timeout") == before + 1
 
@@ -263,6 +269,36 @@ def test_without_forward_targets_the_forwarder_is_idle(
     assert threading.active_count() == threads
 
 
+def test_a_hung_target_cannot_hold_the_threads_new_messages_need(
+        tmp_path: Path, sim: RedcapSimulator, endpoint: SurveyEndpoint) -> None:
+    target = ForwardConfig(endpoint.url("/slow/"), timeout_seconds=1.0)
+    config = make_config(tmp_path, [project_config(sim, sim.add_project(classic_project()),
+                                                   forward=target)])
+    bridge = Bridge(dataclasses.replace(config, server=ServerConfig(public_url=PUBLIC_URL,
+                                                                    threads=2)))
+    try:
+        assert bridge.app.extensions["bridge"]["forwarder"].limit == 1
+        before = forwards("busy")
+        first: list[TestResponse] = []
+        waiting = threading.Thread(target=lambda: first.append(post(bridge, twilio_params("7"))))
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while not endpoint.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        second = post(bridge, twilio_params("STOP", "+12025550143"))
+        assert time.monotonic() - started < 0.5
+        assert second.get_data(as_text=True) == EMPTY_TWIML
+        assert forwards("busy") == before + 1
+        waiting.join(5)
+        assert first[0].get_data(as_text=True) == EMPTY_TWIML  # timed out meanwhile
+        assert len(endpoint.received) == 1
+        assert stored(bridge) == 2
+        assert bridge.job_statuses() == ["pending"]
+    finally:
+        bridge.store.close()
+
+
 @pytest.mark.parametrize(("header", "expected"), [
     ("a=1", "a=1; Path=/"),
     ("a=1; Domain=.example.edu; Path=/redcap/; Secure; HttpOnly; SameSite=Lax",
@@ -271,3 +307,35 @@ def test_without_forward_targets_the_forwarder_is_idle(
 ])
 def test_set_cookie_is_rescoped_to_the_bridge(header: str, expected: str) -> None:
     assert rewrite_set_cookie(header) == expected
+
+
+def test_forwarding_through_a_real_bridge_process(tmp_path: Path, sim: RedcapSimulator,
+                                                  endpoint: SurveyEndpoint) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "bridge.yaml", port=port,
+        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
+        projects=[{
+            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
+            "redcap": {"url": sim.api_url, "token": sim.add_project(classic_project())},
+            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
+            "forward": {"url": endpoint.url("/surveys/"), "timeout_seconds": 5},
+        }])
+    with BridgeProcess(config, port, env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}) as bridge:
+        url = bridge.url + "/twilio/sms"
+        params = twilio_params("7")
+        response = requests.post(url, data=params, timeout=10, headers={
+            "X-Twilio-Signature": sign(url, params, AUTH_TOKEN), "Cookie": "PHPSESSID=abc"})
+        assert response.status_code == 200
+        assert response.text == SURVEY_TWIML
+        assert response.raw.headers.getlist("Set-Cookie") == [
+            "PHPSESSID=r3dc4p; HttpOnly; Path=/",
+            "survey_q=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/",
+            "visit=1; Path=/",
+        ]
+        [received] = endpoint.received
+        assert received.headers["Cookie"] == "PHPSESSID=abc"
+        assert RequestValidator(AUTH_TOKEN).validate(
+            received.url, MultiDict(received.fields), received.headers["X-Twilio-Signature"])
+        assert "PHPSESSID" not in bridge.logs()
+        assert bridge.stop() == 0
