@@ -319,7 +319,7 @@ class Worker:
             return
 
     def current_values(self, sync: ProjectSync, info: ProjectInfo,
-                        records: list[str]) -> dict[str, dict[str, str]]:
+                       records: list[str]) -> dict[str, dict[str, str]]:
         """Read back the opt-out field and checkbox of existing records, keyed by record ID.
 
         Each record maps to ``{"field": value, "checkbox": "0"/"1"}`` for the configured
