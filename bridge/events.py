@@ -126,8 +126,6 @@ def verify_events(url: str, body: str, signature: str, config: Config,
             raise SignatureError("no auth token is configured for the accounts in these events")
     else:
         tokens = [account.auth_token for account in config.twilio_accounts]
-    if "#" in url:
-        url = url.split("#", 1)[0]
     if not any(RequestValidator(token).validate(url, body, signature) for token in tokens):
         raise SignatureError("X-Twilio-Signature does not match")
 

@@ -174,12 +174,6 @@ class Forwarder:
         self._record(primary, request, relay)
         return relay
 
-    def close(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
-
     # -- internals ---------------------------------------------------------------------------
 
     def _pool(self) -> ThreadPoolExecutor:
