@@ -73,6 +73,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(keep_running=args.keep_running)
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from bridge.backfill import run
+
+    return run(config_from(args), args.project, args.since, apply=args.apply, out=sys.stdout,
+               err=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge",
                                      description="REDCap SMS opt-out bridge")
@@ -91,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true",
                       help="leave both running afterwards and print a curl line to try")
     demo.set_defaults(func=cmd_demo)
+
+    backfill = sub.add_parser(
+        "backfill", help="compare Twilio's history of opt-outs/opt-ins with REDCap",
+        description="Read inbound messages to the project's numbers from Twilio, take each"
+        " sender's latest opt-out or opt-in, and list where REDCap disagrees. Twilio's history"
+        " may be incomplete (REDCap erases its Twilio message logs).")
+    backfill.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+    backfill.add_argument("--project", required=True, help="project name")
+    backfill.add_argument("--since", required=True,
+                          help="YYYY-MM-DD or ISO date-time; the project's time zone if no offset")
+    backfill.add_argument("--apply", action="store_true",
+                          help="queue the differences as ordinary jobs (default: dry run)")
+    backfill.set_defaults(func=cmd_backfill)
     return parser
 
 

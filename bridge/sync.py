@@ -288,7 +288,7 @@ class Worker:
         project = sync.project
         while chunk:
             records = sorted({r for t in chunk for r in t.records})
-            current = self._current_values(sync, info, records)
+            current = self.current_values(sync, info, records)
             rows: dict[tuple[str, str], dict[str, str]] = {}
             outcomes: list[JobOutcome] = []
             for target in chunk:
@@ -318,8 +318,8 @@ class Worker:
             finish(outcomes)
             return
 
-    def _current_values(self, sync: ProjectSync, info: ProjectInfo,
-                        records: list[str]) -> dict[str, dict[str, str]]:
+    def current_values(self, sync: ProjectSync, info: ProjectInfo,
+                       records: list[str]) -> dict[str, dict[str, str]]:
         """Read back the opt-out field and checkbox of existing records, keyed by record ID.
 
         Each record maps to ``{"field": value, "checkbox": "0"/"1"}`` for the configured
