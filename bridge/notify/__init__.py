@@ -1,0 +1,5 @@
+"""Email notifications for study teams: composition, the queue, planning, SMTP delivery.
+
+``Mailer.tick`` is the scheduled entry point; see ``mailer`` for the delivery guarantees and
+``plan`` for when notifications are combined into a digest.
+"""
