@@ -3,3 +3,7 @@
 ``Mailer.tick`` is the scheduled entry point; see ``mailer`` for the delivery guarantees and
 ``plan`` for when notifications are combined into a digest.
 """
+
+from bridge.notify.smtp import SmtpError, SmtpTransport
+
+__all__ = ["SmtpError", "SmtpTransport"]
