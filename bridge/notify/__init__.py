@@ -4,6 +4,7 @@
 ``plan`` for when notifications are combined into a digest.
 """
 
+from bridge.notify.mailer import POLL_SECONDS, Mailer
 from bridge.notify.smtp import SmtpError, SmtpTransport
 
-__all__ = ["SmtpError", "SmtpTransport"]
+__all__ = ["POLL_SECONDS", "Mailer", "SmtpError", "SmtpTransport"]
