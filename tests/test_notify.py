@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import NotifyConfig, SmtpConfig
+from bridge.config import ConfigError, NotifyConfig, SmtpConfig, load_config
 from bridge.notify import Mailer
 from bridge.notify.compose import message_id
 from bridge.notify.queue import NotificationQueue
@@ -421,3 +421,30 @@ def test_notifications_of_a_project_without_notify_wait(study: StudyFactory) -> 
         assert Mailer(config, s.bridge.store).tick() == 0
     assert inbox.messages == []
     assert s.rows()[0]["status"] == "pending"
+
+
+def test_notify_in_a_project_file_without_smtp_stops_startup(tmp_path: Path) -> None:
+    """The startup check, for a project defined in projects_dir: the error names that file."""
+    main = tmp_path / "bridge.yaml"
+    main.write_text(f"""
+storage: {{path: bridge.db}}
+twilio: {{accounts: [{{account_sid: AC{"1" * 32}, auth_token: "{"a" * 32}"}}]}}
+projects_dir: projects
+""", encoding="utf-8")
+    (tmp_path / "projects").mkdir()
+    project_file = tmp_path / "projects" / "heart-study.yaml"
+    project_file.write_text(f"""
+twilio: {{numbers: ["+18057166646"]}}
+redcap: {{url: "https://redcap.example.edu/api/", token: {"A" * 32}}}
+phone_field: mobile
+opt_out_field: sms_opt_out
+notify: {{emails: [team@example.edu]}}
+""", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(main)
+    assert caught.value.file == str(project_file)
+    assert caught.value.key == "notify"
+    assert "smtp section" in caught.value.message
+    with main.open("a", encoding="utf-8") as handle:
+        handle.write("smtp: {host: 127.0.0.1, from: bridge@example.edu}\n")
+    assert load_config(main).project("heart-study").notify is not None

@@ -99,11 +99,6 @@ class NotificationQueue:
                 [(PENDING, due, int(count_attempt), error, row_id, SENDING)
                  for row_id, due in retries])
 
-    def counts(self) -> dict[str, int]:
-        rows = self.store.read().execute(
-            "SELECT status, COUNT(*) AS n FROM notifications GROUP BY status").fetchall()
-        return {row["status"]: row["n"] for row in rows}
-
 
 class _Conflict(Exception):
     """A row to claim was not pending: roll the claim back."""
