@@ -27,7 +27,7 @@ from bridge.config import NotifyConfig
 from bridge.notify.compose import Notice
 
 BURST_WINDOW = timedelta(minutes=1)
-# A digest lists at most this many notifications (about 300 KB of email); more make several.
+# A digest lists at most this many notifications (about 250 KB of email); more make several.
 MAX_DIGEST = 1000
 
 
