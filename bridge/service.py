@@ -25,6 +25,8 @@ from waitress.server import create_server
 
 from bridge.config import Config
 from bridge.intake import Intake
+from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
+from bridge.notify import Mailer
 from bridge.store import Store
 from bridge.sync import Worker
 from bridge.web import create_app
@@ -45,6 +47,7 @@ class Runtime:
     app: Flask
     stop: threading.Event
     scheduler: BackgroundScheduler
+    mailer: Mailer | None = None  # only with an smtp section
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -52,6 +55,7 @@ class Runtime:
         stop = threading.Event()
         intake = Intake(config, store)
         worker = Worker(config, store, stop=stop)
+        mailer = Mailer(config, store, stop=stop) if config.smtp else None
         scheduler = BackgroundScheduler(timezone="UTC")
 
         def readiness() -> str | None:
@@ -59,7 +63,7 @@ class Runtime:
 
         app = create_app(config, store, intake, readiness=readiness)
         return cls(config=config, store=store, intake=intake, worker=worker, app=app,
-                   stop=stop, scheduler=scheduler)
+                   stop=stop, scheduler=scheduler, mailer=mailer)
 
     def start_background(self) -> None:
         recovered = self.store.recover_in_flight()
@@ -68,6 +72,10 @@ class Runtime:
         self.scheduler.add_job(self.worker.tick, "interval",
                                seconds=self.config.sync.poll_seconds, id="worker",
                                max_instances=1, coalesce=True, misfire_grace_time=None)
+        if self.mailer is not None:
+            self.scheduler.add_job(self.mailer.tick, "interval", seconds=MAIL_POLL_SECONDS,
+                                   id="mailer", max_instances=1, coalesce=True,
+                                   misfire_grace_time=None)
         self.scheduler.start()
 
     def shutdown(self) -> None:

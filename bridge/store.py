@@ -89,9 +89,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     sent_at TEXT,
-    last_error TEXT
+    last_error TEXT,
+    email_id TEXT  -- the Message-ID of the email that carries it (set when claimed for sending)
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_project ON notifications(project, created_at);
+CREATE INDEX IF NOT EXISTS notifications_email ON notifications(email_id);
 
 CREATE TABLE IF NOT EXISTS phone_index (
     project TEXT NOT NULL,
