@@ -35,6 +35,7 @@ from bridge.store import (
     FAILED,
     SUPERSEDED,
     UNMATCHED,
+    ConsentState,
     Job,
     JobOutcome,
     NewNotification,
@@ -58,6 +59,9 @@ class Target:
 
     job: Job
     records: tuple[str, ...]
+    # The phone's last applied state is already this action (a second STOP, say): REDCap is
+    # brought in line all the same, but it is no change of consent, so nobody is emailed.
+    repeat: bool = False
 
 
 class ProjectSync:
@@ -263,14 +267,15 @@ class Worker:
             sync.index.load()
         if sync.index.refreshed_at is None:
             sync.index.refresh(sync.client, info, full=True)
-        targets = [Target(job, sync.index.lookup(job.phone)) for job in latest.values()]
+        targets = [Target(job, sync.index.lookup(job.phone), _is_repeat(job, applied_states))
+                   for job in latest.values()]
         newest_miss = max((t.job.event_at for t in targets if not t.records), default=None)
         if newest_miss is not None and sync.index.refreshed_at is not None and \
                 sync.index.refreshed_at.isoformat() < newest_miss:
             # One refresh for every miss in this batch, and only when the index is older than
             # the message: a burst of unknown numbers cannot cause a storm of exports.
             sync.index.refresh(sync.client, info, full=False)
-            targets = [Target(t.job, t.records or sync.index.lookup(t.job.phone))
+            targets = [Target(t.job, t.records or sync.index.lookup(t.job.phone), t.repeat)
                        for t in targets]
         unmatched = [t for t in targets if not t.records]
         if unmatched:
@@ -299,10 +304,10 @@ class Worker:
                 value = sync.stamp(target.job.event_at) if target.job.action == STOP else ""
                 effective = self._plan_rows(project, info, target.job.action, value, present,
                                             current, rows)
-                outcomes.append(JobOutcome(
-                    target.job, APPLIED, records=present, value_written=effective or None,
-                    notifications=self._notes(project, target.job.action, target.job,
-                                              records=present, value=effective)))
+                notes = [] if target.repeat else self._notes(
+                    project, target.job.action, target.job, records=present, value=effective)
+                outcomes.append(JobOutcome(target.job, APPLIED, records=present,
+                                           value_written=effective or None, notifications=notes))
             try:
                 if rows:
                     sync.client.import_records(list(rows.values()))
@@ -421,6 +426,11 @@ class Worker:
         logger.log(level, "job %d %s %s %s: %s records=%s%s", job.id, project, job.action,
                    mask(job.phone), outcome.status, ",".join(outcome.records) or "-",
                    f" error={outcome.error}" if outcome.error else "")
+
+
+def _is_repeat(job: Job, states: dict[str, ConsentState]) -> bool:
+    state = states.get(job.phone)
+    return state is not None and state.action == job.action
 
 
 def _row(rows: dict[tuple[str, str], dict[str, str]], info: ProjectInfo, record: str,

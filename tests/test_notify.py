@@ -146,6 +146,23 @@ def test_an_opt_in_names_the_records_and_the_cleared_field(study: StudyFactory) 
     assert s.redcap.value("7", "sms_opt_out") == ""
 
 
+def test_a_repeated_stop_is_no_change_of_consent_and_is_not_emailed_again(
+        study: StudyFactory) -> None:
+    with smtp_server() as (inbox, port):
+        s = study(port, {"7": PARTICIPANT})
+        for _ in range(3):
+            s.bridge.text("STOP")
+            s.bridge.drain()
+        s.bridge.text("START")
+        s.bridge.drain()
+        s.bridge.text("START")
+        s.bridge.drain()
+        assert s.mailer.tick() == 2
+    subjects = [str(r.message["Subject"]) for r in inbox.messages]
+    assert subjects == ["[heart-study] Opt-out: record 7", "[heart-study] Opt-in: record 7"]
+    assert s.bridge.job_statuses() == ["applied"] * 5
+
+
 def test_unmatched_help_and_review_each_get_their_email(study: StudyFactory) -> None:
     with smtp_server() as (inbox, port):
         s = study(port)
