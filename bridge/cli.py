@@ -13,7 +13,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from bridge import history
 from bridge.config import Config, ConfigError, load_config
+from bridge.retention import purge_bodies
+from bridge.store import Store, StoreError
 
 logger = logging.getLogger("bridge")
 
@@ -46,7 +49,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # Library chatter at INFO carries nothing an operator needs; their debug output never
     # includes request bodies (where tokens live), but keep it quiet unless asked.
-    for noisy in ("apscheduler", "urllib3", "waitress.queue"):
+    for noisy in ("apscheduler", "urllib3", "waitress.queue", "twilio.http_client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
@@ -67,6 +70,104 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+class CliError(Exception):
+    """A command cannot run as asked; the message is printed instead of a traceback."""
+
+
+def open_store(config: Config) -> Store:
+    """The existing store: a mistyped storage.path must not read as an empty history."""
+    path = config.storage.path
+    if not path.exists():
+        raise CliError(f"no store at {path}: the bridge has not run with this configuration"
+                       " (see storage.path)")
+    return Store(path)
+
+
+def _region(args: argparse.Namespace, config: Config) -> str:
+    if args.region:
+        return args.region.upper()
+    project = getattr(args, "project", None)
+    return config.project(project).default_region if project and any(
+        p.name == project for p in config.projects) else "US"
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_store(config)
+    try:
+        project = history.check_project(args.project, config, store)
+        where = history.EventFilter(
+            project=project,
+            phone=history.parse_phone(args.phone, _region(args, config)) if args.phone else None,
+            since=history.parse_since(args.since) if args.since else None,
+            status=history.parse_status(args.status) if args.status else None,
+            limit=args.limit,
+        )
+        events = history.list_events(store, where)
+    finally:
+        store.close()
+    sys.stdout.write(history.format_events(events, args.format, args.show_phone))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_store(config)
+    try:
+        summary = history.status_summary(config, store)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps({"projects": [item.as_dict() for item in summary]}, indent=2))
+    else:
+        sys.stdout.write(history.status_table(summary))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_store(config)
+    try:
+        project = history.check_project(args.project, config, store)
+        ids = history.retry_failed(store, project, args.job)
+    finally:
+        store.close()
+    if ids:
+        print(f"re-queued {len(ids)} failed job{'s' if len(ids) != 1 else ''}:"
+              f" {', '.join(map(str, ids))}; a running bridge picks them up at its next tick")
+    else:
+        print("no failed jobs" + (f" in project {project}" if project else ""))
+    return 0
+
+
+def cmd_consent(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_store(config)
+    try:
+        project = history.check_project(args.project, config, store)
+        phone = history.parse_phone(args.phone, _region(args, config))
+        lookup = history.consent_lookup(store, phone, project)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(lookup.as_dict(args.show_phone), indent=2))
+    else:
+        sys.stdout.write(history.consent_text(lookup, args.show_phone))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_store(config)
+    try:
+        result = purge_bodies(store, config.storage.keep_bodies_days)
+    finally:
+        store.close()
+    print(f"purged the text of {result.messages} messages and {result.notifications}"
+          f" notifications received before {result.cutoff}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge",
                                      description="REDCap SMS opt-out bridge")
@@ -79,7 +180,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the webhook server and the worker")
     serve.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
     serve.set_defaults(func=cmd_serve)
+
+    def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+        parser.set_defaults(func=func)
+        return parser
+
+    region_help = "region for numbers written without a country code (default: the" \
+        " project's default_region, else US)"
+    events = command("events", cmd_events, "list the consent history (times in UTC)")
+    events.add_argument("--project")
+    events.add_argument("--phone", help="any format, e.g. '(555) 867-5309' or +15558675309")
+    events.add_argument("--since", help="YYYY-MM-DD or an ISO date and time (UTC unless an"
+                        " offset is given)")
+    events.add_argument("--status", help="job outcome: " + ", ".join(history.JOB_STATUSES))
+    events.add_argument("--limit", type=_positive_int, help="only the newest N events")
+    events.add_argument("--format", choices=history.FORMATS, default="table")
+    events.add_argument("--show-phone", action="store_true",
+                        help="print full phone numbers (masked by default)")
+    events.add_argument("--region", help=region_help)
+
+    status = command("status", cmd_status, "per project: opt-outs, queue, last write, last"
+                     " error")
+    status.add_argument("--format", choices=("table", "json"), default="table")
+
+    retry = command("retry", cmd_retry, "re-queue failed jobs once the cause is fixed")
+    retry.add_argument("--project")
+    retry.add_argument("--job", type=_positive_int, help="only this job (an ID from events)")
+
+    consent = command("consent", cmd_consent, "the current state of one number and its"
+                      " history")
+    consent.add_argument("phone", help="any format")
+    consent.add_argument("--project")
+    consent.add_argument("--format", choices=("table", "json"), default="table")
+    consent.add_argument("--show-phone", action="store_true")
+    consent.add_argument("--region", help=region_help)
+
+    command("purge", cmd_purge, "blank message bodies older than storage.keep_bodies_days"
+            " now (serve also does it on a schedule)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,3 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except history.HistoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
