@@ -168,6 +168,17 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from bridge.check import render_json, render_text, run_checks
+
+    path = args.config or os.environ.get("BRIDGE_CONFIG")
+    if not path:
+        raise ConfigError("(no file)", "", "give --config FILE or set BRIDGE_CONFIG")
+    report = run_checks(path, twilio=args.twilio)
+    sys.stdout.write(render_json(report) if args.json else render_text(report))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bridge",
                                      description="REDCap SMS opt-out bridge")
@@ -216,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     consent.add_argument("--format", choices=("table", "json"), default="table")
     consent.add_argument("--show-phone", action="store_true")
     consent.add_argument("--region", help=region_help)
+
+    check = command("check", cmd_check, "verify the configuration, REDCap, SMTP (and Twilio)"
+                    " before going live; exit 0 only when every check passes")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--twilio", action="store_true",
+                       help="also check the Twilio credentials, numbers and services")
 
     command("purge", cmd_purge, "blank message bodies older than storage.keep_bodies_days"
             " now (serve also does it on a schedule)")
