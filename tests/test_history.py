@@ -262,3 +262,12 @@ def test_events_as_a_real_process(traffic: Traffic) -> None:
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip() == "error: not a date: 'yesterday'; use YYYY-MM-DD or an ISO date" \
         " and time like 2026-03-01T14:30 (UTC unless an offset is given)"
+
+
+def test_json_logs(traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--log-format", "json", "--log-level", "debug", "retry", "--config",
+                    str(traffic.config)]) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["level"], e["logger"], e["message"]) for e in entries] == [
+        ("info", "bridge.history", "re-queued 1 failed jobs: 4")]
+    assert set(entries[0]) == {"time", "level", "logger", "message"}
