@@ -21,6 +21,8 @@ from bridge.store import Store, StoreError, iso, utcnow
 
 logger = logging.getLogger(__name__)
 
+PURGE_BATCH = 5000  # rows per transaction
+
 
 @dataclass(frozen=True)
 class PurgeResult:
@@ -29,23 +31,40 @@ class PurgeResult:
     notifications: int
 
 
-def purge_bodies(store: Store, keep_days: int, now: datetime | None = None) -> PurgeResult:
-    """Blank the bodies of messages received more than ``keep_days`` days before ``now``."""
+def purge_bodies(store: Store, keep_days: int, now: datetime | None = None,
+                 batch: int = PURGE_BATCH) -> PurgeResult:
+    """Blank the bodies of messages received more than ``keep_days`` days before ``now``.
+
+    Works in batches of ``batch`` rows, one transaction each, so the first purge of a large
+    store never holds the write lock long enough to keep a webhook from answering Twilio.
+    """
     cutoff = iso((now or utcnow()) - timedelta(days=keep_days))
+    messages = notifications = 0
     try:
         conn = store.read()
         conn.execute("PRAGMA secure_delete=ON")
-        with store.transaction() as tx:
-            messages = tx.execute(
-                "UPDATE messages SET body = NULL WHERE received_at < ? AND body IS NOT NULL",
-                (cutoff,)).rowcount
+        while True:
+            with store.transaction() as tx:
+                done = tx.execute(
+                    "UPDATE messages SET body = NULL WHERE id IN (SELECT id FROM messages"
+                    " WHERE received_at < ? AND body IS NOT NULL LIMIT ?)",
+                    (cutoff, batch)).rowcount
+            messages += done
+            if done < batch:
+                break
+        while True:
             # A notification's body is its message's: judged by when that was received.
-            notifications = tx.execute(
-                "UPDATE notifications SET payload = json_remove(payload, '$.body')"
-                " WHERE json_extract(payload, '$.body') IS NOT NULL AND (created_at < ? OR"
-                " job_id IN (SELECT jobs.id FROM jobs JOIN messages"
-                " ON messages.id = jobs.message_id WHERE messages.received_at < ?))",
-                (cutoff, cutoff)).rowcount
+            with store.transaction() as tx:
+                done = tx.execute(
+                    "UPDATE notifications SET payload = json_remove(payload, '$.body')"
+                    " WHERE id IN (SELECT id FROM notifications"
+                    " WHERE json_extract(payload, '$.body') IS NOT NULL AND (created_at < ? OR"
+                    " job_id IN (SELECT jobs.id FROM jobs JOIN messages"
+                    " ON messages.id = jobs.message_id WHERE messages.received_at < ?))"
+                    " LIMIT ?)", (cutoff, cutoff, batch)).rowcount
+            notifications += done
+            if done < batch:
+                break
         if messages or notifications:
             # Copy the rewritten pages into the database file and empty the log, so the old
             # text no longer sits in the -wal file either.

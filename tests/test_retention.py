@@ -84,6 +84,15 @@ def test_old_bodies_are_purged_and_the_history_stays(bridge: Bridge) -> None:
     assert purge_bodies(bridge.store, keep_days=90).messages == 0
 
 
+def test_purge_in_small_batches(bridge: Bridge) -> None:
+    for index in range(7):
+        receive(bridge, f"reply {index}", days_ago=100, sender=f"+1202555010{index}")
+    result = purge_bodies(bridge.store, keep_days=90, batch=3)
+    assert result.messages == 7
+    assert bridge.store.read().execute(
+        "SELECT COUNT(*) FROM messages WHERE body IS NOT NULL").fetchone()[0] == 0
+
+
 def test_serve_purges_on_schedule(tmp_path: Path, sim: RedcapSimulator) -> None:
     config = make_config(tmp_path, [project_config(sim, sim.add_project(classic_project()))])
     config = dataclasses.replace(config, storage=dataclasses.replace(config.storage,
