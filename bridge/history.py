@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import phonenumbers
+
 from bridge.config import Config
 from bridge.phones import mask, normalise
 from bridge.store import FAILED, OPEN_STATUSES, PENDING, RUNNING, Store, iso, utcnow
@@ -61,6 +63,8 @@ def parse_since(text: str) -> datetime:
 
 def parse_phone(text: str, region: str = "US") -> str:
     """Any way of writing a number, as E.164 (read in ``region`` when it has no country code)."""
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise BadFilter(f"unknown region {region!r}; expected a code like US or GB")
     number = normalise(text, region)
     if number is None:
         raise BadFilter(f"not a phone number: {text!r}")

@@ -124,6 +124,7 @@ def test_empty_history(tmp_path: Path, sim: RedcapSimulator,
     (["--since", "last tuesday"], "not a date: 'last tuesday'"),
     (["--phone", "call me"], "not a phone number: 'call me'"),
     (["--status", "done"], "unknown status 'done'"),
+    (["--phone", "5558675309", "--region", "zz"], "unknown region 'ZZ'"),
 ])
 def test_bad_filters_are_a_clear_error(traffic: Traffic, capsys: pytest.CaptureFixture[str],
                                        args: list[str], message: str) -> None:

@@ -36,9 +36,11 @@ def load_checked(path: str | Path, environ: Mapping[str, str] | None = None,
         except ConfigError as exc:
             if missing:
                 break  # most likely the placeholder not fitting; the real value may well
+            hint = f"fix {exc.key} in {exc.file}" if exc.key else \
+                f"check the file {exc.file}"
             return None, [CheckResult(
                 SECTION, "config.valid", Status.FAIL, str(exc),
-                "fix that setting; config.example.yaml documents every key")]
+                hint + "; config.example.yaml documents every setting")]
         break
     if missing:
         return None, [CheckResult(
