@@ -24,6 +24,7 @@ from bridge.history import (
     UnknownProject,
     check_project,
     consent_lookup,
+    default_region,
     events_csv,
     list_events,
     parse_phone,
@@ -95,17 +96,10 @@ def admin_blueprint(config: Config, store: Store, token: str) -> Blueprint:
     def _phone(text: str | None, project: str | None) -> str | None:
         if not text:
             return None
-        region = request.args.get("region") or _region(config, project)
+        region = request.args.get("region") or default_region(config, project)
         return parse_phone(text, region.upper())
 
     return admin
-
-
-def _region(config: Config, project: str | None) -> str:
-    for item in config.projects:
-        if item.name == project:
-            return item.default_region
-    return "US"
 
 
 def _wants_csv() -> bool:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 
 from bridge import history
 from bridge.config import Config, ConfigError, load_config
@@ -84,17 +85,12 @@ def open_store(config: Config) -> Store:
 
 
 def _region(args: argparse.Namespace, config: Config) -> str:
-    if args.region:
-        return args.region.upper()
-    project = getattr(args, "project", None)
-    return config.project(project).default_region if project and any(
-        p.name == project for p in config.projects) else "US"
+    return (args.region or history.default_region(config, args.project)).upper()
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config)
-    try:
+    with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         where = history.EventFilter(
             project=project,
@@ -104,19 +100,14 @@ def cmd_events(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         events = history.list_events(store, where)
-    finally:
-        store.close()
     sys.stdout.write(history.format_events(events, args.format, args.show_phone))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config)
-    try:
+    with closing(open_store(config)) as store:
         summary = history.status_summary(config, store)
-    finally:
-        store.close()
     if args.format == "json":
         print(json.dumps({"projects": [item.as_dict() for item in summary]}, indent=2))
     else:
@@ -126,12 +117,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config)
-    try:
+    with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         ids = history.retry_failed(store, project, args.job)
-    finally:
-        store.close()
     if ids:
         print(f"re-queued {len(ids)} failed job{'s' if len(ids) != 1 else ''}:"
               f" {', '.join(map(str, ids))}; a running bridge picks them up at its next tick")
@@ -142,13 +130,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_consent(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config)
-    try:
+    with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         phone = history.parse_phone(args.phone, _region(args, config))
         lookup = history.consent_lookup(store, phone, project)
-    finally:
-        store.close()
     if args.format == "json":
         print(json.dumps(lookup.as_dict(args.show_phone), indent=2))
     else:
@@ -158,11 +143,8 @@ def cmd_consent(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config)
-    try:
+    with closing(open_store(config)) as store:
         result = purge_bodies(store, config.storage.keep_bodies_days)
-    finally:
-        store.close()
     print(f"purged the text of {result.messages} messages and {result.notifications}"
           f" notifications received before {result.cutoff}")
     return 0

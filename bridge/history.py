@@ -84,6 +84,14 @@ def known_projects(config: Config, store: Store) -> list[str]:
     return names + sorted(set(stored) - set(names))
 
 
+def default_region(config: Config, project: str | None) -> str:
+    """Where a number without a country code is read: the project's region, else the US."""
+    for item in config.projects:
+        if item.name == project:
+            return item.default_region
+    return "US"
+
+
 def check_project(name: str | None, config: Config, store: Store) -> str | None:
     if name is not None and name not in known_projects(config, store):
         configured = ", ".join(project.name for project in config.projects)
