@@ -14,8 +14,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from bridge.check import CheckResult, Report, Status, render_text, run_checks
-from bridge.check.project import mask_raw
+from bridge.check.project import mask_raw, phone_stats, phone_summary
 from bridge.check.twilio_setup import same_url
+from bridge.config import ProjectConfig, RedcapTarget
 from bridge.sim import RedcapSimulator, SimProject, make_metadata
 from tests.conftest import (
     ACCOUNT_SID,
@@ -349,6 +350,7 @@ def test_phone_value_statistics(tmp_path: Path, sim: RedcapSimulator) -> None:
     assert result.status is Status.WARN
     assert report.ok  # data quality warns, it does not fail the run
     details = result.details
+    assert details["field_exported"] is True
     assert {key: details[key] for key in ("records", "with_value", "parsed", "unparseable",
                                           "numbers", "shared_numbers", "records_sharing")} == {
         "records": 10, "with_value": 9, "parsed": 6, "unparseable": 3, "numbers": 3,
@@ -372,6 +374,19 @@ def test_no_records_yet(tmp_path: Path, sim: RedcapSimulator) -> None:
     report = check(tmp_path, sim, classic_project())
     assert only(report, "redcap.phone_values").summary == \
         "phone values: no records yet in 'mobile'"
+
+
+def test_phone_field_missing_from_the_export_fails() -> None:
+    """A user with de-identified export rights gets records without identifier fields; the
+    simulator does not model export rights per instrument, so this is checked on the rows."""
+    project = ProjectConfig(name="p", source=Path("p.yaml"),
+                            redcap=RedcapTarget("https://redcap.example.edu/api/", "A" * 32),
+                            phone_field="mobile", opt_out_field="sms_opt_out")
+    stats = phone_stats([{"record_id": "1"}, {"record_id": "2"}], "record_id", "mobile", "US")
+    summary, status, hint = phone_summary(project, stats)
+    assert status is Status.FAIL
+    assert summary == "phone values: REDCap exported 2 records without the field 'mobile'"
+    assert "de-identified" in hint
 
 
 def test_mask_raw() -> None:

@@ -273,7 +273,7 @@ def _phone_values(checks: _Checks, client: RedcapClient, info: ProjectInfo) -> N
     stats = phone_stats(rows, info.record_id_field, project.phone_field, project.default_region)
     details = {key: value for key, value in stats.items() if key != "examples"}
     details["examples"] = stats["examples"]
-    summary, status, hint = _phone_summary(project, stats)
+    summary, status, hint = phone_summary(project, stats)
     checks.add("redcap.phone_values", status, summary, hint, **details)
 
 
@@ -303,6 +303,7 @@ def phone_stats(rows: Sequence[dict[str, str]], record_field: str, phone_field: 
     shared = {number: found for number, found in by_number.items() if len(found) > 1}
     return {
         "records": len(records),
+        "field_exported": any(phone_field in row for row in rows),
         "with_value": len(with_value),
         "parsed": len(parsed),
         "unparseable": len(unparseable),
@@ -314,7 +315,7 @@ def phone_stats(rows: Sequence[dict[str, str]], record_field: str, phone_field: 
     }
 
 
-def _phone_summary(project: ProjectConfig, stats: dict) -> tuple[str, Status, str]:
+def phone_summary(project: ProjectConfig, stats: dict) -> tuple[str, Status, str]:
     field = project.phone_field
     if stats["records"] == 0:
         return f"phone values: no records yet in {field!r}", Status.OK, ""
@@ -330,6 +331,12 @@ def _phone_summary(project: ProjectConfig, stats: dict) -> tuple[str, Status, st
         verb = "is not a phone number" if stats["unparseable"] == 1 else "are not phone numbers"
         parts.append(f"{plural(stats['unparseable'], 'value')} that {verb} (e.g. {examples})")
     summary = f"phone values in {field!r}: " + "; ".join(parts)
+    if not stats["field_exported"]:
+        return (f"phone values: REDCap exported {plural(stats['records'], 'record')} without"
+                f" the field {field!r}"), Status.FAIL, (
+            "the token's user may export only de-identified data, or none, from the instrument"
+            " holding it (REDCap: User Rights > Data Export Rights); the bridge needs full"
+            " export of that field to find records")
     if stats["with_value"] == 0:
         return summary, Status.WARN, (f"no record has a value in {field!r}: is phone_field the"
                                       " field that holds participants' mobile numbers?")
