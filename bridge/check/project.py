@@ -271,10 +271,8 @@ def _phone_values(checks: _Checks, client: RedcapClient, info: ProjectInfo) -> N
                    " rights for that instrument (User Rights > Data Export / Data Viewing)")
         return
     stats = phone_stats(rows, info.record_id_field, project.phone_field, project.default_region)
-    details = {key: value for key, value in stats.items() if key != "examples"}
-    details["examples"] = stats["examples"]
     summary, status, hint = phone_summary(project, stats)
-    checks.add("redcap.phone_values", status, summary, hint, **details)
+    checks.add("redcap.phone_values", status, summary, hint, **stats)
 
 
 def phone_stats(rows: Sequence[dict[str, str]], record_field: str, phone_field: str,
@@ -354,18 +352,18 @@ def mask_raw(value: str) -> str:
     Every digit but the last two becomes ``*``; letters and punctuation stay, since they are
     usually why the value does not parse ("n/a", "ext", a missing digit).
     """
-    text = " ".join(value.split())[:24]
+    line = " ".join(value.split())
+    text = line[:24]
     digits = sum(ch.isdigit() for ch in text)
-    shown = 0
+    seen = 0
     out = []
     for ch in text:
         if ch.isdigit():
-            shown += 1
-            out.append(ch if shown > digits - 2 else "*")
+            seen += 1
+            out.append(ch if seen > digits - 2 else "*")
         else:
             out.append(ch)
-    return "".join(out) + ("…" if len(" ".join(value.split())) > 24 else "")
-
+    return "".join(out) + ("…" if len(line) > 24 else "")
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
