@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -27,11 +28,15 @@ from bridge.config import Config
 from bridge.intake import Intake
 from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
 from bridge.notify import Mailer
-from bridge.store import Store
+from bridge.retention import purge_bodies
+from bridge.store import Store, StoreError
 from bridge.sync import Worker
 from bridge.web import create_app
 
 logger = logging.getLogger(__name__)
+
+# Bodies older than storage.keep_bodies_days are purged at start-up and then this often.
+PURGE_INTERVAL_HOURS = 6
 
 
 class AlreadyRunning(Exception):
@@ -76,7 +81,18 @@ class Runtime:
             self.scheduler.add_job(self.mailer.tick, "interval", seconds=MAIL_POLL_SECONDS,
                                    id="mailer", max_instances=1, coalesce=True,
                                    misfire_grace_time=None)
+        self.scheduler.add_job(self.purge_bodies, "interval", hours=PURGE_INTERVAL_HOURS,
+                               id="purge", next_run_time=datetime.now(UTC), max_instances=1,
+                               coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
+
+    def purge_bodies(self) -> None:
+        """The scheduled purge of old message bodies; a failure waits for the next run."""
+        try:
+            purge_bodies(self.store, self.config.storage.keep_bodies_days)
+        except StoreError as exc:
+            logger.error("purge of old message bodies failed (retried in %d h): %s",
+                         PURGE_INTERVAL_HOURS, exc)
 
     def shutdown(self) -> None:
         self.stop.set()

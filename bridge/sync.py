@@ -91,42 +91,88 @@ class ProjectSync:
         return moment.strftime(self.stamp_format())
 
 
-def check_fields(project: ProjectConfig, info: ProjectInfo) -> None:
-    """Refuse a project whose REDCap fields cannot hold what the bridge writes."""
+@dataclass(frozen=True)
+class SetupProblem:
+    """One way a project's REDCap fields or events do not fit its configuration.
+
+    ``aspect`` groups problems for the ``check`` report: ``field`` (missing), ``opt_out_type``,
+    ``checkbox``, ``events``. ``key`` is the configuration key to look at. A problem that is
+    not ``blocking`` is a sure misconfiguration that the worker can nevertheless write around
+    (event keys on a classic project are ignored), so only ``check`` reports it.
+    """
+
+    aspect: str
+    key: str
+    message: str
+    blocking: bool = True
+
+
+def setup_problems(project: ProjectConfig, info: ProjectInfo) -> list[SetupProblem]:
+    """Every way the project's REDCap fields cannot hold what the bridge writes."""
     where = f"project {project.name!r}"
+    problems: list[SetupProblem] = []
     for key in ("phone_field", "opt_out_field", "opt_out_checkbox"):
         name = getattr(project, key)
         if name and name not in info.fields:
-            raise ProjectSetupError(f"{where}: {key} {name!r} is not a field in REDCap")
-    opt_out = info.fields[project.opt_out_field]
-    if opt_out.field_type != "text" or not (
-        opt_out.validation == "" or opt_out.validation.startswith("datetime_")
-    ):
-        raise ProjectSetupError(
+            problems.append(SetupProblem(
+                "field", key, f"{where}: {key} {name!r} is not a field in REDCap"))
+    opt_out = info.fields.get(project.opt_out_field)
+    if opt_out is not None and (opt_out.field_type != "text" or not (
+            opt_out.validation == "" or opt_out.validation.startswith("datetime_"))):
+        problems.append(SetupProblem(
+            "opt_out_type", "opt_out_field",
             f"{where}: opt_out_field {opt_out.name!r} must be a text field without validation or"
             f" with a datetime validation (it has type {opt_out.field_type!r},"
             f" validation {opt_out.validation or 'none'!r}); a date-only field cannot hold the"
-            " time")
-    if project.opt_out_checkbox:
-        checkbox = info.fields[project.opt_out_checkbox]
+            " time"))
+    checkbox = info.fields.get(project.opt_out_checkbox or "")
+    if checkbox is not None:
         codes = {choice.split(",", 1)[0].strip() for choice in checkbox.choices.split("|")}
         if checkbox.field_type != "checkbox" or "1" not in codes:
-            raise ProjectSetupError(f"{where}: opt_out_checkbox {checkbox.name!r} must be a"
-                                    " checkbox field with an option coded 1")
-    if info.longitudinal:
-        for field_key, event_key in (("phone_field", "phone_event"),
-                                     ("opt_out_field", "opt_out_event"),
-                                     ("opt_out_checkbox", "opt_out_checkbox_event")):
-            name, event = getattr(project, field_key), getattr(project, event_key)
-            if not name:
-                continue
-            if not event:
-                raise ProjectSetupError(f"{where}: the REDCap project is longitudinal;"
-                                        f" set {event_key}")
-            form = info.fields[name].form
-            if event not in info.form_events.get(form, frozenset()):
-                raise ProjectSetupError(f"{where}: {event_key} {event!r} is not an event that"
-                                        f" form {form!r} (holding {name!r}) is designated for")
+            problems.append(SetupProblem(
+                "checkbox", "opt_out_checkbox", f"{where}: opt_out_checkbox {checkbox.name!r}"
+                " must be a checkbox field with an option coded 1"))
+    problems.extend(_event_problems(project, info, where))
+    return problems
+
+
+def _event_problems(project: ProjectConfig, info: ProjectInfo,
+                    where: str) -> list[SetupProblem]:
+    pairs = (("phone_field", "phone_event"), ("opt_out_field", "opt_out_event"),
+             ("opt_out_checkbox", "opt_out_checkbox_event"))
+    problems: list[SetupProblem] = []
+    if not info.longitudinal:
+        for _, event_key in pairs:
+            if getattr(project, event_key):
+                problems.append(SetupProblem(
+                    "events", event_key, f"{where}: {event_key} is set but the REDCap project is"
+                    " classic (not longitudinal); remove the event keys", blocking=False))
+        return problems
+    known_events = sorted(set().union(*info.form_events.values()))
+    for field_key, event_key in pairs:
+        name, event = getattr(project, field_key), getattr(project, event_key)
+        if not name or name not in info.fields:
+            continue
+        if not event:
+            problems.append(SetupProblem(
+                "events", event_key,
+                f"{where}: the REDCap project is longitudinal; set {event_key}"))
+            continue
+        form = info.fields[name].form
+        if event not in info.form_events.get(form, frozenset()):
+            unknown = "" if event in known_events else \
+                f" (the project's events: {', '.join(known_events) or 'none'})"
+            problems.append(SetupProblem(
+                "events", event_key, f"{where}: {event_key} {event!r} is not an event that"
+                f" form {form!r} (holding {name!r}) is designated for{unknown}"))
+    return problems
+
+
+def check_fields(project: ProjectConfig, info: ProjectInfo) -> None:
+    """Refuse a project whose REDCap fields cannot hold what the bridge writes."""
+    for problem in setup_problems(project, info):
+        if problem.blocking:
+            raise ProjectSetupError(problem.message)
 
 
 class Worker:

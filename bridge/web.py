@@ -15,9 +15,11 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from bridge import events, metrics
+from bridge import events, history, metrics
+from bridge.admin import admin_blueprint
 from bridge.config import Config
 from bridge.forward import PASSED_HEADERS, Forwarder, ForwardRequest, Relay
 from bridge.inbound import (
@@ -29,7 +31,7 @@ from bridge.inbound import (
     verify_signature,
 )
 from bridge.intake import Intake
-from bridge.store import Store, StoreError
+from bridge.store import OPEN_STATUSES, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,18 @@ def create_app(config: Config, store: Store, intake: Intake,
         if reason:
             return Response(f"not ready: {reason}\n", status=503, mimetype="text/plain")
         return Response("ready\n", mimetype="text/plain")
+
+    store_gauges = CollectorRegistry(auto_describe=False)
+    store_gauges.register(metrics.StoreCollector(
+        lambda: history.queue_state(store), [project.name for project in config.projects],
+        history.JOB_STATUSES, OPEN_STATUSES))
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(store_gauges), content_type=CONTENT_TYPE_LATEST)
+
+    if config.admin is not None:
+        app.register_blueprint(admin_blueprint(config, store, config.admin.token))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
