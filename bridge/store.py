@@ -395,6 +395,35 @@ class Store:
                 result[row["phone"]] = ConsentState(row["action"], row["event_at"], row["job_id"])
         return result
 
+    def opt_out_run(self, job: Job) -> tuple[str, bool]:
+        """When the opt-out that a STOP ``job`` belongs to began, and whether it continues one.
+
+        A STOP repeated without a START in between is not a new opt-out: the time to record is
+        that of the first STOP of the run, whether or not the worker wrote each one (batches
+        coalesce, so it may never have seen the earlier ones). The run *continues* what REDCap
+        already holds unless a START arrived after the last applied state: then any opt-out
+        time in REDCap belongs to an earlier run, ended by a START that was coalesced away.
+        """
+        conn = self.read()
+        start = conn.execute(
+            "SELECT event_at, id FROM jobs WHERE project=? AND phone=? AND action='start'"
+            " AND (event_at, id) < (?, ?) ORDER BY event_at DESC, id DESC LIMIT 1",
+            (job.project, job.phone, job.event_at, job.id)).fetchone()
+        after = (start["event_at"], start["id"]) if start else ("", 0)
+        first = conn.execute(
+            "SELECT event_at FROM jobs WHERE project=? AND phone=? AND action='stop'"
+            " AND (event_at, id) > (?, ?) AND (event_at, id) <= (?, ?)"
+            " ORDER BY event_at, id LIMIT 1",
+            (job.project, job.phone, *after, job.event_at, job.id)).fetchone()
+        if start is None:
+            return first["event_at"], True
+        applied = conn.execute(
+            "SELECT event_at, job_id FROM consent_state WHERE project=? AND phone=?",
+            (job.project, job.phone)).fetchone()
+        continues = applied is not None and \
+            (applied["event_at"], applied["job_id"]) > after
+        return first["event_at"], continues
+
     def projects_with_due_jobs(self, now: float) -> list[str]:
         rows = self.read().execute(
             "SELECT DISTINCT project FROM jobs WHERE status=? AND next_attempt_at<=?",

@@ -296,9 +296,12 @@ class Worker:
                 if not present:
                     outcomes.append(self._unmatched(project, target.job))
                     continue
-                value = sync.stamp(target.job.event_at) if target.job.action == STOP else ""
+                value, continues = "", True
+                if target.job.action == STOP:
+                    since, continues = self.store.opt_out_run(target.job)
+                    value = sync.stamp(since)
                 effective = self._plan_rows(project, info, target.job.action, value, present,
-                                            current, rows)
+                                            current, rows, keep_time=continues)
                 outcomes.append(JobOutcome(
                     target.job, APPLIED, records=present, value_written=effective or None,
                     notifications=self._notes(project, target.job.action, target.job,
@@ -350,19 +353,22 @@ class Worker:
     @staticmethod
     def _plan_rows(project: ProjectConfig, info: ProjectInfo, action: str, value: str,
                    records: list[str], current: dict[str, dict[str, str]],
-                   rows: dict[tuple[str, str], dict[str, str]]) -> str:
+                   rows: dict[tuple[str, str], dict[str, str]], keep_time: bool = True) -> str:
         """Add the import rows that bring ``records`` to the wanted state; return the value.
 
         A STOP on a record already opted out keeps the time of the first opt-out: a repeated
-        STOP is not a change of consent. Only the ID, the event and changed fields are sent,
-        so ``overwrite`` clears exactly the fields meant and nothing else.
+        STOP is not a change of consent. ``keep_time=False`` says REDCap's time belongs to an
+        opt-out a later START ended (see ``Store.opt_out_run``), so ``value`` replaces it.
+        Only the ID, the event and changed fields are sent, so ``overwrite`` clears exactly
+        the fields meant and nothing else.
         """
         effective = value
         for record in records:
             now = current[record]
             if action == STOP:
-                want_field = now["field"] or value
-                effective = now["field"] or effective
+                kept = now["field"] if keep_time else ""
+                want_field = kept or value
+                effective = kept or effective
                 want_box = "1"
             else:
                 want_field, want_box = "", "0"
