@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from bridge.store import (
     JobOutcome,
     NewNotification,
     Store,
+    StoreError,
     epoch,
     utcnow,
 )
@@ -154,15 +156,31 @@ class Worker:
     # -- scheduling entry points -------------------------------------------------------------
 
     def tick(self) -> int:
-        """One pass: refresh indexes that are due, then apply every due job. Never raises."""
+        """One pass: refresh indexes that are due, then apply every due job. Never raises.
+
+        It first hands back jobs an earlier pass left ``running`` because it could not record
+        their outcome (the store was not writable): ticks never overlap and only one process
+        serves a store, so a job running between ticks is an orphan. Re-running it is safe,
+        as every write is read back first. While the store cannot be written, each tick just
+        logs that and tries again next time.
+        """
         finished = 0
-        for name in self.store.projects_with_due_jobs(epoch()):
-            if self.stop.is_set():
-                break
-            sync = self.projects.get(name)
-            if sync is None:
-                continue  # a retired project: its jobs wait until it is configured again
-            finished += self.run_project(sync)
+        try:
+            orphans = self.store.recover_in_flight()
+            if orphans:
+                logger.warning("worker: %d jobs whose outcome could not be recorded are due"
+                               " again", orphans)
+            for name in self.store.projects_with_due_jobs(epoch()):
+                if self.stop.is_set():
+                    break
+                sync = self.projects.get(name)
+                if sync is None:
+                    continue  # a retired project: its jobs wait until it is configured again
+                finished += self.run_project(sync)
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("worker: the store cannot be written (%s); trying again next tick",
+                         exc)
+            return finished
         if not self.stop.is_set():
             self.refresh_indexes()
         return finished
@@ -227,6 +245,10 @@ class Worker:
                         for job in open_jobs.values()])
             else:
                 self._retry_later(sync.project, list(open_jobs.values()), exc.message, finish)
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("project %s: could not record the outcome of %d jobs (%s); they are"
+                         " checked again once the store can be written", sync.project.name,
+                         len(open_jobs), exc)
         except ProjectSetupError as exc:
             self.last_error[sync.project.name] = str(exc)
             sync.info = None
