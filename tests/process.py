@@ -16,6 +16,8 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every serve process's log file, so the log-hygiene check can read them (tests/conftest.py).
+LOG_FILES: list[Path] = []
 
 
 def free_port() -> int:
@@ -53,8 +55,10 @@ class BridgeProcess:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, **(env or {})}
+        # At DEBUG unless a test says otherwise, so the log-hygiene check sees every level.
+        self.env = {"BRIDGE_LOG_LEVEL": "debug", **os.environ, **(env or {})}
         self.log_path = log_path or config.with_suffix(".log")
+        LOG_FILES.append(self.log_path)
         self.pipe_logs = pipe_logs
         self.proc: subprocess.Popen[bytes] | None = None
         self._copier: threading.Thread | None = None
