@@ -177,12 +177,11 @@ class Worker:
                 if sync is None:
                     continue  # a retired project: its jobs wait until it is configured again
                 finished += self.run_project(sync)
+            if not self.stop.is_set():
+                self.refresh_indexes()
         except (StoreError, sqlite3.Error) as exc:
             logger.error("worker: the store cannot be written (%s); trying again next tick",
                          exc)
-            return finished
-        if not self.stop.is_set():
-            self.refresh_indexes()
         return finished
 
     def drain(self, max_ticks: int = 1000) -> None:
