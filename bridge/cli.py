@@ -63,10 +63,11 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.service import AlreadyRunning, serve
+    from bridge.store import StoreError
 
     try:
         return serve(config_from(args))
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

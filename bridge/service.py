@@ -104,9 +104,12 @@ class Runtime:
 def serve(config: Config) -> int:
     lock = _lock_store(config.storage.path)
     runtime = Runtime.build(config)
+    # waitress reads a whole body before the app sees it: cap it there, or a client could make
+    # it buffer up to 1 GiB per request (waitress refuses a body of max_request_body_size).
     server = create_server(runtime.app, host=config.server.host, port=config.server.port,
                            threads=config.server.threads, ident="redcap-sms-bridge",
-                           clear_untrusted_proxy_headers=True)
+                           clear_untrusted_proxy_headers=True,
+                           max_request_body_size=config.server.max_body_bytes + 1)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s: shutting down", signal.Signals(signum).name)

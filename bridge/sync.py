@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from bridge.store import (
     JobOutcome,
     NewNotification,
     Store,
+    StoreError,
     epoch,
     utcnow,
 )
@@ -204,17 +206,32 @@ class Worker:
     # -- scheduling entry points -------------------------------------------------------------
 
     def tick(self) -> int:
-        """One pass: refresh indexes that are due, then apply every due job. Never raises."""
+        """One pass: refresh indexes that are due, then apply every due job. Never raises.
+
+        It first hands back jobs an earlier pass left ``running`` because it could not record
+        their outcome (the store was not writable): ticks never overlap and only one process
+        serves a store, so a job running between ticks is an orphan. Re-running it is safe,
+        as every write is read back first. While the store cannot be written, each tick just
+        logs that and tries again next time.
+        """
         finished = 0
-        for name in self.store.projects_with_due_jobs(epoch()):
-            if self.stop.is_set():
-                break
-            sync = self.projects.get(name)
-            if sync is None:
-                continue  # a retired project: its jobs wait until it is configured again
-            finished += self.run_project(sync)
-        if not self.stop.is_set():
-            self.refresh_indexes()
+        try:
+            orphans = self.store.recover_in_flight()
+            if orphans:
+                logger.warning("worker: %d jobs whose outcome could not be recorded are due"
+                               " again", orphans)
+            for name in self.store.projects_with_due_jobs(epoch()):
+                if self.stop.is_set():
+                    break
+                sync = self.projects.get(name)
+                if sync is None:
+                    continue  # a retired project: its jobs wait until it is configured again
+                finished += self.run_project(sync)
+            if not self.stop.is_set():
+                self.refresh_indexes()
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("worker: the store cannot be written (%s); trying again next tick",
+                         exc)
         return finished
 
     def drain(self, max_ticks: int = 1000) -> None:
@@ -277,6 +294,10 @@ class Worker:
                         for job in open_jobs.values()])
             else:
                 self._retry_later(sync.project, list(open_jobs.values()), exc.message, finish)
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("project %s: could not record the outcome of %d jobs (%s); they are"
+                         " checked again once the store can be written", sync.project.name,
+                         len(open_jobs), exc)
         except ProjectSetupError as exc:
             self.last_error[sync.project.name] = str(exc)
             sync.info = None
@@ -347,9 +368,12 @@ class Worker:
                 if not present:
                     outcomes.append(self._unmatched(project, target.job))
                     continue
-                value = sync.stamp(target.job.event_at) if target.job.action == STOP else ""
+                value, continues = "", True
+                if target.job.action == STOP:
+                    since, continues = self.store.opt_out_run(target.job)
+                    value = sync.stamp(since)
                 effective = self._plan_rows(project, info, target.job.action, value, present,
-                                            current, rows)
+                                            current, rows, keep_time=continues)
                 notes = [] if target.repeat else self._notes(
                     project, target.job.action, target.job, records=present, value=effective)
                 outcomes.append(JobOutcome(target.job, APPLIED, records=present,
@@ -401,19 +425,22 @@ class Worker:
     @staticmethod
     def _plan_rows(project: ProjectConfig, info: ProjectInfo, action: str, value: str,
                    records: list[str], current: dict[str, dict[str, str]],
-                   rows: dict[tuple[str, str], dict[str, str]]) -> str:
+                   rows: dict[tuple[str, str], dict[str, str]], keep_time: bool = True) -> str:
         """Add the import rows that bring ``records`` to the wanted state; return the value.
 
         A STOP on a record already opted out keeps the time of the first opt-out: a repeated
-        STOP is not a change of consent. Only the ID, the event and changed fields are sent,
-        so ``overwrite`` clears exactly the fields meant and nothing else.
+        STOP is not a change of consent. ``keep_time=False`` says REDCap's time belongs to an
+        opt-out a later START ended (see ``Store.opt_out_run``), so ``value`` replaces it.
+        Only the ID, the event and changed fields are sent, so ``overwrite`` clears exactly
+        the fields meant and nothing else.
         """
         effective = value
         for record in records:
             now = current[record]
             if action == STOP:
-                want_field = now["field"] or value
-                effective = now["field"] or effective
+                kept = now["field"] if keep_time else ""
+                want_field = kept or value
+                effective = kept or effective
                 want_box = "1"
             else:
                 want_field, want_box = "", "0"
