@@ -49,7 +49,9 @@ def admin_blueprint(config: Config, store: Store, token: str) -> Blueprint:
         scheme, _, given = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
             return None
-        logger.warning("admin: refused %s %s from %s: %s", request.method, request.path,
+        # The route pattern, not the path: /admin/consent/<phone> carries a phone number.
+        route = request.url_rule.rule if request.url_rule else request.blueprint
+        logger.warning("admin: refused %s %s from %s: %s", request.method, route,
                        request.remote_addr, "no bearer token" if not header else "wrong token")
         response = jsonify(error="a valid bearer token is required")
         response.status_code = 401
