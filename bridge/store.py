@@ -442,6 +442,14 @@ class Store:
             (applied["event_at"], applied["job_id"]) > after
         return first["event_at"], continues
 
+    def previous_action(self, job: Job) -> str | None:
+        """The opt-out or opt-in that arrived just before ``job`` for its phone and project."""
+        row = self.read().execute(
+            "SELECT action FROM jobs WHERE project=? AND phone=? AND action IN ('stop','start')"
+            " AND (event_at, id) < (?, ?) ORDER BY event_at DESC, id DESC LIMIT 1",
+            (job.project, job.phone, job.event_at, job.id)).fetchone()
+        return row["action"] if row else None
+
     def projects_with_due_jobs(self, now: float) -> list[str]:
         rows = self.read().execute(
             "SELECT DISTINCT project FROM jobs WHERE status=? AND next_attempt_at<=?",

@@ -36,7 +36,6 @@ from bridge.store import (
     FAILED,
     SUPERSEDED,
     UNMATCHED,
-    ConsentState,
     Job,
     JobOutcome,
     NewNotification,
@@ -61,8 +60,8 @@ class Target:
 
     job: Job
     records: tuple[str, ...]
-    # The phone's last applied state is already this action (a second STOP, say): REDCap is
-    # brought in line all the same, but it is no change of consent, so nobody is emailed.
+    # The event before this one for the phone was the same action (a second STOP, say): REDCap
+    # is brought in line all the same, but it is no change of consent, so nobody is emailed.
     repeat: bool = False
 
 
@@ -334,7 +333,8 @@ class Worker:
             sync.index.load()
         if sync.index.refreshed_at is None:
             sync.index.refresh(sync.client, info, full=True)
-        targets = [Target(job, sync.index.lookup(job.phone), _is_repeat(job, applied_states))
+        targets = [Target(job, sync.index.lookup(job.phone),
+                          self.store.previous_action(job) == job.action)
                    for job in latest.values()]
         newest_miss = max((t.job.event_at for t in targets if not t.records), default=None)
         if newest_miss is not None and sync.index.refreshed_at is not None and \
@@ -499,11 +499,6 @@ class Worker:
         logger.log(level, "job %d %s %s %s: %s records=%s%s", job.id, project, job.action,
                    mask(job.phone), outcome.status, ",".join(outcome.records) or "-",
                    f" error={outcome.error}" if outcome.error else "")
-
-
-def _is_repeat(job: Job, states: dict[str, ConsentState]) -> bool:
-    state = states.get(job.phone)
-    return state is not None and state.action == job.action
 
 
 def _row(rows: dict[tuple[str, str], dict[str, str]], info: ProjectInfo, record: str,

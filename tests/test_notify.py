@@ -163,6 +163,21 @@ def test_a_repeated_stop_is_no_change_of_consent_and_is_not_emailed_again(
     assert s.bridge.job_statuses() == ["applied"] * 5
 
 
+def test_a_stop_after_a_start_coalesced_away_is_a_new_opt_out_and_is_emailed(
+        study: StudyFactory) -> None:
+    with smtp_server() as (inbox, port):
+        s = study(port, {"7": PARTICIPANT})
+        s.bridge.text("STOP")
+        s.bridge.drain()
+        s.bridge.text("START")
+        s.bridge.text("STOP")
+        s.bridge.drain()
+        assert s.mailer.tick() == 2
+    subjects = [str(r.message["Subject"]) for r in inbox.messages]
+    assert subjects == ["[heart-study] Opt-out: record 7"] * 2
+    assert s.bridge.job_statuses() == ["applied", "superseded", "applied"]
+
+
 def test_unmatched_help_and_review_each_get_their_email(study: StudyFactory) -> None:
     with smtp_server() as (inbox, port):
         s = study(port)
