@@ -43,6 +43,23 @@ def write_config(path: Path, *, port: int, projects: list[dict], accounts: list[
     return path
 
 
+def heart_study_config(directory: Path, api_url: str, port: int, *, account_sid: str,
+                       number: str, sync: dict | None = None,
+                       timezone: str = "America/New_York") -> Path:
+    """The standard one-project config the process tests serve, secrets from the env."""
+    return write_config(
+        directory / "bridge.yaml", port=port,
+        accounts=[{"account_sid": account_sid, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
+        projects=[{
+            "name": "heart-study", "twilio": {"numbers": [number]},
+            "redcap": {"url": api_url, "token": "${REDCAP_TOKEN}"},
+            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
+            "opt_out_checkbox": "sms_opted_out", "timezone": timezone,
+        }],
+        extra={"sync": sync} if sync else None,
+    )
+
+
 class BridgeProcess:
     """``python -m bridge serve`` in a child process, its output appended to ``log_path``.
 

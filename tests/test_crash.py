@@ -23,7 +23,7 @@ import pytest
 from bridge.sim import RedcapSimulator
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BRIDGE_NUMBER, classic_project
 from tests.faults import MESSAGES, Event, StoreReader, TwilioSender, expected_states, wait_for
-from tests.process import BridgeProcess, free_port, write_config
+from tests.process import BridgeProcess, free_port, heart_study_config
 
 SEED = int(os.environ.get("BRIDGE_CRASH_SEED", "20250611"))
 KILLS = int(os.environ.get("BRIDGE_CRASH_KILLS", "6"))
@@ -33,19 +33,11 @@ TIMEZONE = "America/New_York"
 
 
 def crash_config(tmp_path: Path, sim: RedcapSimulator, port: int) -> Path:
-    return write_config(
-        tmp_path / "bridge.yaml", port=port,
-        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
-        projects=[{
-            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
-            "redcap": {"url": sim.api_url, "token": "${REDCAP_TOKEN}"},
-            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
-            "opt_out_checkbox": "sms_opted_out", "timezone": TIMEZONE,
-        }],
-        # Small imports and a fast poll, so a kill often lands inside a batch of several.
-        extra={"sync": {"poll_seconds": 0.1, "batch_size": 3, "retry_base_seconds": 0.1,
-                        "retry_max_seconds": 0.5}},
-    )
+    # Small imports and a fast poll, so a kill often lands inside a batch of several.
+    return heart_study_config(tmp_path, sim.api_url, port, account_sid=ACCOUNT_SID,
+                              number=BRIDGE_NUMBER, timezone=TIMEZONE,
+                              sync={"poll_seconds": 0.1, "batch_size": 3,
+                                    "retry_base_seconds": 0.1, "retry_max_seconds": 0.5})
 
 
 def next_event(phone: str, role: str, seed: str) -> Event:

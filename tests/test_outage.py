@@ -24,7 +24,7 @@ from bridge.budget import RequestBudget
 from bridge.sim import Call, Fault, RedcapSimulator
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BRIDGE_NUMBER, classic_project
 from tests.faults import MESSAGES, Event, StoreReader, TwilioSender, expected_states, wait_for
-from tests.process import BridgeProcess, free_port, write_config
+from tests.process import BridgeProcess, free_port, heart_study_config
 
 OUTAGE_SECONDS = float(os.environ.get("BRIDGE_OUTAGE_SECONDS", "8"))
 REQUESTS_PER_MINUTE = 60
@@ -32,21 +32,14 @@ TIMEZONE = "America/New_York"
 
 
 def outage_config(tmp_path: Path, api_url: str, port: int) -> Path:
-    return write_config(
-        tmp_path / "bridge.yaml", port=port,
-        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
-        projects=[{
-            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
-            "redcap": {"url": api_url, "token": "${REDCAP_TOKEN}"},
-            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
-            "opt_out_checkbox": "sms_opted_out", "timezone": TIMEZONE,
-        }],
-        # Eager retries and small imports: left to itself the worker would send far more
-        # requests than the budget allows, both during the outage and while draining.
-        extra={"sync": {"poll_seconds": 0.05, "batch_size": 4, "retry_base_seconds": 0.02,
-                        "retry_max_seconds": 0.1, "request_timeout_seconds": 0.5,
-                        "requests_per_minute": REQUESTS_PER_MINUTE}},
-    )
+    # Eager retries and small imports: left to itself the worker would send far more
+    # requests than the budget allows, both during the outage and while draining.
+    return heart_study_config(tmp_path, api_url, port, account_sid=ACCOUNT_SID,
+                              number=BRIDGE_NUMBER, timezone=TIMEZONE,
+                              sync={"poll_seconds": 0.05, "batch_size": 4,
+                                    "retry_base_seconds": 0.02, "retry_max_seconds": 0.1,
+                                    "request_timeout_seconds": 0.5,
+                                    "requests_per_minute": REQUESTS_PER_MINUTE})
 
 
 def max_in_window(calls: list[Call], seconds: float = 60.0) -> int:

@@ -14,24 +14,16 @@ from pathlib import Path
 from bridge.sim import RedcapSimulator
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BRIDGE_NUMBER, classic_project
 from tests.faults import Event, StoreReader, TwilioSender, wait_for
-from tests.process import BridgeProcess, free_port, write_config
+from tests.process import BridgeProcess, free_port, heart_study_config
 
 PHONES = 18
 
 
 def shutdown_config(tmp_path: Path, sim: RedcapSimulator, port: int) -> Path:
-    return write_config(
-        tmp_path / "bridge.yaml", port=port,
-        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
-        projects=[{
-            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
-            "redcap": {"url": sim.api_url, "token": "${REDCAP_TOKEN}"},
-            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
-            "opt_out_checkbox": "sms_opted_out",
-        }],
-        # Imports of 3 records: a backlog of 18 phones takes 6 imports, about 0.4 s each.
-        extra={"sync": {"poll_seconds": 0.1, "batch_size": 3}},
-    )
+    # Imports of 3 records: a backlog of 18 phones takes 6 imports, about 0.4 s each.
+    return heart_study_config(tmp_path, sim.api_url, port, account_sid=ACCOUNT_SID,
+                              number=BRIDGE_NUMBER,
+                              sync={"poll_seconds": 0.1, "batch_size": 3})
 
 
 def test_sigterm_mid_batch_leaves_no_job_running_and_applies_everything_once(
