@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import settings
 from werkzeug.test import TestResponse
 
 from bridge.config import (
@@ -33,6 +34,11 @@ from bridge.sync import Worker
 from bridge.web import create_app
 from tests import process
 from tests.log_hygiene import SECRETS, leaks
+
+# Machines here are shared and noisy: speed is measured in bench/, never asserted in tests,
+# so hypothesis' per-example deadline (a timing assertion) is off.
+settings.register_profile("bridge", deadline=None)
+settings.load_profile("bridge")
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
