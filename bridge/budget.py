@@ -5,6 +5,8 @@ never allows more than ``per_minute`` requests in ANY 60-second window (at most 
 up plus what refills during the window), which is the guarantee that keeps the bridge unbanned,
 whatever REDCap's state: slow, failing, or draining a backlog after an outage. Every request
 takes a token, including ones that fail.
+
+``window_seconds`` is 60 in service; a test shortens it to watch many windows go by quickly.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from urllib.parse import urlsplit
 
 class RequestBudget:
     def __init__(self, per_minute: int, burst: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 window_seconds: float = 60.0) -> None:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
         self.burst = burst if burst is not None else max(1, min(per_minute // 10, 30))
         if per_minute > self.burst:
-            self.rate = (per_minute - self.burst) / 60.0
-        else:  # a tiny budget: one request every 60/per_minute seconds, nothing saved up
-            self.burst, self.rate = 1, per_minute / 60.0
+            self.rate = (per_minute - self.burst) / window_seconds
+        else:  # a tiny budget: one request every window/per_minute seconds, nothing saved up
+            self.burst, self.rate = 1, per_minute / window_seconds
         self._clock = clock
         self._tokens = float(self.burst)
         self._updated = clock()
@@ -62,8 +65,9 @@ class RequestBudget:
 class BudgetRegistry:
     """One budget per REDCap host, shared by every project on that host."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, window_seconds: float = 60.0) -> None:
         self.per_minute = per_minute
+        self.window_seconds = window_seconds
         self._budgets: dict[str, RequestBudget] = {}
         self._lock = threading.Lock()
 
@@ -72,5 +76,6 @@ class BudgetRegistry:
         with self._lock:
             budget = self._budgets.get(host)
             if budget is None:
-                budget = self._budgets[host] = RequestBudget(self.per_minute)
+                budget = self._budgets[host] = RequestBudget(
+                    self.per_minute, window_seconds=self.window_seconds)
             return budget

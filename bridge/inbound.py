@@ -7,7 +7,7 @@ the named exceptions to status codes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from twilio.request_validator import RequestValidator
@@ -54,8 +54,30 @@ def verify_signature(url: str, params: Mapping[str, str], signature: str | None,
         raise SignatureError("no auth token is configured for this AccountSid")
     if "#" in url:
         url = url.split("#", 1)[0]  # fragments are not part of the signed URL
-    if not RequestValidator(auth_token).validate(url, params, signature):
+    if not RequestValidator(auth_token).validate(url, _SignedForm(params), signature):
         raise SignatureError("X-Twilio-Signature does not match")
+
+
+class _SignedForm:
+    """The form as twilio's validator reads it: ``getall`` gives every value of a name.
+
+    Handed a Flask form or a dict, the validator looks for ``getall`` and ``getlist`` and
+    falls back through two exceptions per parameter, a third of the cost of the check on
+    every webhook.
+    """
+
+    def __init__(self, params: Mapping[str, str]) -> None:
+        self._params = params
+        self._getlist = getattr(params, "getlist", None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def getall(self, name: str) -> list[str]:
+        return self._getlist(name) if self._getlist else [self._params[name]]
 
 
 def sign(url: str, params: Mapping[str, str], auth_token: str) -> str:

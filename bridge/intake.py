@@ -15,6 +15,7 @@ from datetime import datetime
 
 from bridge.config import Config, KeywordConfig, ProjectConfig
 from bridge.consent import Intent, KeywordSets, classify, load_keyword_sets
+from bridge.group_commit import GroupCommit
 from bridge.inbound import InboundMessage
 from bridge.phones import mask, normalise
 from bridge.store import (
@@ -89,6 +90,7 @@ class Intake:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
         self.store = store
+        self.writer = GroupCommit(store)  # concurrent webhooks share a commit (one fsync)
         self.router = Router(config.projects)
         self.clock = clock
         self.keywords: dict[str, KeywordSets] = {
@@ -117,7 +119,7 @@ class Intake:
             for d, project in zip(decisions, projects, strict=True)
             if d.action in (HELP, REVIEW) and project.notify and d.action in project.notify.on
         ]
-        stored = self.store.record_inbound(
+        stored = self.writer.record_inbound(
             NewMessage(
                 message_sid=message.message_sid, account_sid=message.account_sid,
                 from_phone=sender, to_phone=message.to_number,

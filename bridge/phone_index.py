@@ -13,12 +13,11 @@ repeat instance the phone number was found in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bridge.config import ProjectConfig
-from bridge.phones import normalise
+from bridge.phones import to_e164
 from bridge.redcap import ProjectInfo, RedcapClient
 from bridge.store import Store, iso, utcnow
 
@@ -48,7 +47,10 @@ class PhoneIndex:
     def load(self) -> None:
         """Load the last persisted index (cheap; no REDCap call)."""
         pairs, refreshed, full = self.store.load_index(self.project.name)
-        self._replace_all(pairs)
+        by_record: dict[str, tuple[str, ...]] = {}
+        for record, phone in pairs:
+            by_record[record] = (*by_record.get(record, ()), phone)
+        self._replace_all(by_record)
         self.refreshed_at = datetime.fromisoformat(refreshed) if refreshed else None
         self.full_refreshed_at = datetime.fromisoformat(full) if full else None
         self.loaded = True
@@ -57,7 +59,9 @@ class PhoneIndex:
         """Export the ID and phone field (everything, or what changed) and update the index.
 
         Returns the number of records read. The refresh time is taken before the export, so
-        a record saved during the export is read again next time rather than missed.
+        a record saved during the export is read again next time rather than missed. Rows
+        are decoded one at a time and only the index itself is built: a full refresh of a
+        100,000-record project costs one export and about the index's own size in memory.
         """
         started = utcnow()
         since = None
@@ -67,47 +71,45 @@ class PhoneIndex:
             since = local.strftime("%Y-%m-%d %H:%M:%S")
         events = [self.project.phone_event] if info.longitudinal and self.project.phone_event \
             else []
-        rows = client.export_records([info.record_id_field, self.project.phone_field],
-                                     events=events, date_range_begin=since)
-        phones: dict[str, set[str]] = {}
-        for row in rows:
-            record = row.get(info.record_id_field, "")
+        id_field, phone_field = info.record_id_field, self.project.phone_field
+        region = self.project.default_region
+        found: dict[str, tuple[str, ...]] = {}  # record -> its numbers (none: no usable one)
+        for row in client.iter_records([id_field, phone_field], events=events,
+                                       date_range_begin=since):
+            record = row.get(id_field, "")
             if not record:
                 continue
-            found = phones.setdefault(record, set())
-            number = normalise(row.get(self.project.phone_field), self.project.default_region)
-            if number:
-                found.add(number)
-        pairs = [(record, phone) for record, numbers in phones.items() for phone in numbers]
+            numbers = found.get(record, ())
+            number = to_e164(row.get(phone_field), region)
+            found[record] = (*numbers, number) if number and number not in numbers else numbers
         if full or self.refreshed_at is None:
-            self._replace_all(pairs)
+            self._replace_all({record: numbers for record, numbers in found.items() if numbers})
             self.full_refreshed_at = started
         else:
-            self._replace_records(phones)
+            self._replace_records(found)
         self.refreshed_at = started
+        pairs = ((record, phone) for record, numbers in found.items() for phone in numbers)
         self.store.save_index(self.project.name, pairs, iso(started), full=since is None,
-                              records=phones.keys())
+                              records=found.keys())
         logger.info("phone index %s: %s refresh read %d records; %d records, %d numbers",
-                    self.project.name, "incremental" if since else "full", len(phones),
+                    self.project.name, "incremental" if since else "full", len(found),
                     len(self._by_record), len(self._by_phone))
-        return len(phones)
+        return len(found)
 
-    def _replace_all(self, pairs: Iterable[tuple[str, str]]) -> None:
-        by_record: dict[str, list[str]] = {}
-        by_phone: dict[str, list[str]] = {}
-        for record, phone in pairs:
-            by_record.setdefault(record, []).append(phone)
-            by_phone.setdefault(phone, []).append(record)
-        self._by_record = {record: tuple(phones) for record, phones in by_record.items()}
-        self._by_phone = {phone: tuple(sorted(records, key=_record_order))
-                          for phone, records in by_phone.items()}
+    def _replace_all(self, by_record: dict[str, tuple[str, ...]]) -> None:
+        by_phone: dict[str, tuple[str, ...]] = {}
+        for record, phones in by_record.items():
+            for phone in phones:
+                by_phone[phone] = (*by_phone.get(phone, ()), record)
+        for phone, records in by_phone.items():
+            if len(records) > 1:
+                by_phone[phone] = tuple(sorted(records, key=_record_order))
+        self._by_record = by_record
+        self._by_phone = by_phone
 
-    def _replace_records(self, phones: dict[str, set[str]]) -> None:
-        touched: set[str] = set()
+    def _replace_records(self, phones: dict[str, tuple[str, ...]]) -> None:
         for record, numbers in phones.items():
             old = self._by_record.get(record, ())
-            touched.update(old)
-            touched.update(numbers)
             for phone in old:
                 remaining = tuple(r for r in self._by_phone.get(phone, ()) if r != record)
                 if remaining:
@@ -115,7 +117,7 @@ class PhoneIndex:
                 else:
                     self._by_phone.pop(phone, None)
             if numbers:
-                self._by_record[record] = tuple(numbers)
+                self._by_record[record] = numbers
             else:
                 self._by_record.pop(record, None)
             for phone in numbers:

@@ -13,8 +13,17 @@ import functools
 import phonenumbers
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def normalise(raw: str | None, default_region: str = "US") -> str | None:
+    """``to_e164`` with a small cache, for numbers that recur: senders and Twilio numbers.
+
+    The phone index calls ``to_e164`` itself: each stored value is read once per refresh,
+    and caching a 100,000-record project's values would only hold memory.
+    """
+    return to_e164(raw, default_region)
+
+
+def to_e164(raw: str | None, default_region: str = "US") -> str | None:
     """Return the E.164 form of ``raw``, or None when it is not a plausible phone number.
 
     Numbers without a country code are read in ``default_region``. Never raises: stored REDCap
@@ -48,7 +57,7 @@ def mask(e164: str | None) -> str:
     digits = "".join(ch for ch in e164 if ch.isdigit())
     if len(digits) <= 7:
         return "***"
-    country = len(_country_code(e164))
+    country = len(_country_code(digits))
     national = len(digits) - country
     tail, head = _shown(national)
     hidden = national - head - tail
@@ -87,8 +96,13 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     return number if phonenumbers.is_possible_number(number) else None
 
 
-def _country_code(e164: str) -> str:
-    try:
-        return str(phonenumbers.parse(e164, None).country_code)
-    except phonenumbers.NumberParseException:
-        return ""
+def _country_code(digits: str) -> str:
+    """The calling code that ``digits`` (an E.164 number without "+") starts with, or "".
+
+    Calling codes are prefix-free, so the first known prefix is the one. A dictionary look-up
+    rather than a parse: ``mask`` runs for every log line about a message.
+    """
+    for length in (1, 2, 3):
+        if int(digits[:length]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return digits[:length]
+    return ""

@@ -3,7 +3,10 @@
 Why SQLite: one file, transactional, no server for a research-IT team to run. The webhook
 commits the message and its jobs in one transaction before answering Twilio, so an answered
 event is never lost. WAL mode lets the webhook threads and the worker work side by side;
-``synchronous=FULL`` makes every commit survive a power cut, not only a process crash.
+``synchronous=FULL`` makes every commit survive a power cut, not only a process crash. That
+costs an fsync per commit, so concurrent webhooks share commits (``bridge.group_commit``)
+rather than the store giving up FULL: measured in bench/README.md, NORMAL gained little once
+commits were shared, and an answered webhook that a power cut could undo is a lost opt-out.
 
 Each thread gets its own connection (web server threads, the worker, the mailer); nothing
 here is tied to a Flask request.
@@ -170,6 +173,10 @@ class NewNotification:
     job_id: int | None = None
 
 
+# A message with its jobs and notifications, as stored by the intake transaction.
+InboundEntry = tuple[NewMessage, Sequence[NewJob], Sequence[NewNotification]]
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -206,6 +213,9 @@ class Store:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy handler, which
+        # sleeps in growing steps (up to 100 ms) and so turns a 1 ms wait into a long one.
+        self._write_lock = threading.Lock()
         self._create()
 
     # -- connections -------------------------------------------------------------------------
@@ -239,20 +249,21 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE: take the write lock up front, no upgrades)."""
         conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
-        try:
-            yield conn
-        except BaseException:
-            _rollback(conn)
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            raise StoreError(str(exc)) from exc
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StoreError(str(exc)) from exc
 
     def read(self) -> sqlite3.Connection:
         return self._connect()
@@ -289,37 +300,35 @@ class Store:
         Returns False (and changes nothing) when the MessageSid is already stored: Twilio
         retries and Event Streams deliveries of the same message are applied once.
         """
+        result = self.record_inbound_batch([(message, jobs, notifications)])[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def record_inbound_batch(self, entries: Sequence[InboundEntry]) -> list[bool | StoreError]:
+        """``record_inbound`` for several messages in one transaction, so one commit.
+
+        Each entry is atomic on its own (a savepoint): one that fails gets its StoreError in
+        the result and the others are still stored. If the commit itself fails, every entry
+        gets the error and nothing is stored.
+        """
         now = iso(utcnow())
+        results: list[bool | StoreError] = []
         try:
             with self.transaction() as conn:
-                cursor = conn.execute(
-                    "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
-                    " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
-                    " routed) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(message_sid) DO NOTHING",
-                    (message.message_sid, message.account_sid, message.from_phone,
-                     message.to_phone, message.messaging_service_sid, message.body,
-                     message.opt_out_type, message.intent, message.source,
-                     iso(message.received_at), len({job.project for job in jobs})),
-                )
-                if cursor.rowcount == 0:
-                    return False
-                message_id = cursor.lastrowid
-                event_at = iso(message.received_at)
-                job_ids: dict[str, int] = {}
-                for job in jobs:
-                    job_cursor = conn.execute(
-                        "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
-                        " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
-                        (message_id, job.project, job.phone, job.action, event_at, job.status,
-                         now, None if job.status == PENDING else now),
-                    )
-                    job_ids[job.project] = int(job_cursor.lastrowid or 0)
-                for note in notifications:
-                    _insert_notification(conn, note, job_ids.get(note.project), now)
+                for message, jobs, notifications in entries:
+                    conn.execute("SAVEPOINT inbound")
+                    try:
+                        results.append(_insert_inbound(conn, message, jobs, notifications, now))
+                    except sqlite3.Error as exc:
+                        conn.execute("ROLLBACK TO inbound")
+                        results.append(StoreError(str(exc)))
+                    conn.execute("RELEASE inbound")
         except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
-        return True
+            return [StoreError(str(exc))] * len(entries)
+        except StoreError as exc:
+            return [exc] * len(entries)
+        return results
 
     # -- the worker's queue ------------------------------------------------------------------
 
@@ -365,38 +374,45 @@ class Store:
                                  " VALUES (?,?,?,?)", (job.id, now, "retry", error))
 
     def finish(self, outcomes: Sequence[JobOutcome]) -> None:
-        """Record final outcomes, the consent state they establish, and their notifications."""
+        """Record final outcomes, the consent state they establish, and their notifications.
+
+        The rows are prepared before the transaction and written with ``executemany``: a
+        batch of 500 outcomes holds the write lock, which webhooks wait for, a few
+        milliseconds rather than the time of 1,500 statements issued one by one.
+        """
         if not outcomes:
             return
         now = iso(utcnow())
+        jobs, attempts, states, notes = [], [], [], []
+        for outcome in outcomes:
+            job = outcome.job
+            counted = outcome.status != SUPERSEDED
+            records = json.dumps(list(outcome.records))
+            jobs.append((outcome.status, int(counted), records, outcome.value_written,
+                         outcome.error, now, job.id))
+            if counted:
+                attempts.append((job.id, now, outcome.status, outcome.error))
+            if outcome.status in (APPLIED, UNMATCHED):
+                states.append((job.project, job.phone, job.action, job.event_at, job.id,
+                               records, now))
+            notes.extend((note, job.id) for note in outcome.notifications)
         with self.transaction() as conn:
-            for outcome in outcomes:
-                job = outcome.job
-                counted = outcome.status != SUPERSEDED
-                conn.execute(
-                    "UPDATE jobs SET status=?, attempts=attempts+?, records=?, value_written=?,"
-                    " last_error=?, completed_at=? WHERE id=?",
-                    (outcome.status, int(counted), json.dumps(list(outcome.records)),
-                     outcome.value_written, outcome.error, now, job.id),
-                )
-                if counted:
-                    conn.execute("INSERT INTO attempts (job_id, at, outcome, error)"
-                                 " VALUES (?,?,?,?)", (job.id, now, outcome.status, outcome.error))
-                if outcome.status in (APPLIED, UNMATCHED):
-                    conn.execute(
-                        "INSERT INTO consent_state (project, phone, action, event_at, job_id,"
-                        " records, applied_at) VALUES (?,?,?,?,?,?,?)"
-                        " ON CONFLICT(project, phone) DO UPDATE SET action=excluded.action,"
-                        " event_at=excluded.event_at, job_id=excluded.job_id,"
-                        " records=excluded.records, applied_at=excluded.applied_at"
-                        " WHERE excluded.event_at > consent_state.event_at OR"
-                        " (excluded.event_at = consent_state.event_at AND"
-                        "  excluded.job_id > consent_state.job_id)",
-                        (job.project, job.phone, job.action, job.event_at, job.id,
-                         json.dumps(list(outcome.records)), now),
-                    )
-                for note in outcome.notifications:
-                    _insert_notification(conn, note, job.id, now)
+            conn.executemany(
+                "UPDATE jobs SET status=?, attempts=attempts+?, records=?, value_written=?,"
+                " last_error=?, completed_at=? WHERE id=?", jobs)
+            conn.executemany("INSERT INTO attempts (job_id, at, outcome, error)"
+                             " VALUES (?,?,?,?)", attempts)
+            conn.executemany(
+                "INSERT INTO consent_state (project, phone, action, event_at, job_id,"
+                " records, applied_at) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT(project, phone) DO UPDATE SET action=excluded.action,"
+                " event_at=excluded.event_at, job_id=excluded.job_id,"
+                " records=excluded.records, applied_at=excluded.applied_at"
+                " WHERE excluded.event_at > consent_state.event_at OR"
+                " (excluded.event_at = consent_state.event_at AND"
+                "  excluded.job_id > consent_state.job_id)", states)
+            for note, job_id in notes:
+                _insert_notification(conn, note, job_id, now)
 
     def consent_states(self, project: str, phones: Iterable[str]) -> dict[str, ConsentState]:
         """The newest applied state per phone: older jobs must never be written over it."""
@@ -505,7 +521,7 @@ class Store:
                                  [(project, record) for record in records])
             conn.executemany(
                 "INSERT OR IGNORE INTO phone_index (project, record, phone) VALUES (?,?,?)",
-                [(project, record, phone) for record, phone in pairs],
+                ((project, record, phone) for record, phone in pairs),
             )
             conn.execute(
                 "INSERT INTO index_meta (project, refreshed_at, full_refreshed_at)"
@@ -523,6 +539,36 @@ def _rollback(conn: sqlite3.Connection) -> None:
     hides the real one."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequence[NewJob],
+                    notifications: Sequence[NewNotification], now: str) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
+        " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
+        " routed) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(message_sid) DO NOTHING",
+        (message.message_sid, message.account_sid, message.from_phone,
+         message.to_phone, message.messaging_service_sid, message.body,
+         message.opt_out_type, message.intent, message.source,
+         iso(message.received_at), len({job.project for job in jobs})),
+    )
+    if cursor.rowcount == 0:
+        return False
+    message_id = cursor.lastrowid
+    event_at = iso(message.received_at)
+    job_ids: dict[str, int] = {}
+    for job in jobs:
+        job_cursor = conn.execute(
+            "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
+            " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
+            (message_id, job.project, job.phone, job.action, event_at, job.status,
+             now, None if job.status == PENDING else now),
+        )
+        job_ids[job.project] = int(job_cursor.lastrowid or 0)
+    for note in notifications:
+        _insert_notification(conn, note, job_ids.get(note.project), now)
+    return True
 
 
 def _insert_notification(conn: sqlite3.Connection, note: NewNotification, job_id: int | None,

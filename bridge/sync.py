@@ -73,6 +73,7 @@ class ProjectSync:
         self.client = client
         self.index = PhoneIndex(project, store)
         self.info: ProjectInfo | None = None
+        self.build_tried = False  # the scheduled pass builds a missing index once
 
     def structure(self) -> ProjectInfo:
         if self.info is None:
@@ -241,17 +242,27 @@ class Worker:
             self.tick()
 
     def refresh_indexes(self) -> None:
-        """Scheduled refresh: incremental every few minutes, a full one daily."""
+        """Scheduled refresh: incremental every few minutes, a full one daily.
+
+        The first pass after start loads each persisted index and builds any that was never
+        built, once: a blast arriving later finds the index ready. Building one (100,000
+        records: seconds of CPU) while webhooks pour in slows their answers. If that first
+        build fails, the first job that needs the index tries again.
+        """
         now = utcnow()
         for sync in self.projects.values():
             if self.stop.is_set():
                 return
             index = sync.index
-            if not index.loaded or index.refreshed_at is None:
-                continue  # built on first use, when a job needs it
+            if not index.loaded:
+                index.load()
+            if index.refreshed_at is None and sync.build_tried:
+                continue
+            sync.build_tried = True
             full_due = index.full_refreshed_at is None or now - index.full_refreshed_at > \
                 timedelta(hours=self.settings.index_full_refresh_hours)
-            due = now - index.refreshed_at > timedelta(minutes=self.settings.index_refresh_minutes)
+            due = index.refreshed_at is None or now - index.refreshed_at > \
+                timedelta(minutes=self.settings.index_refresh_minutes)
             if full_due or due:
                 try:
                     index.refresh(sync.client, sync.structure(), full=full_due)
@@ -328,6 +339,7 @@ class Worker:
         if not latest:
             return
 
+        sync.build_tried = True  # jobs build the index on demand; no second try this tick
         info = sync.structure()
         if not sync.index.loaded:
             sync.index.load()

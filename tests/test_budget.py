@@ -75,3 +75,11 @@ def test_registry_shares_a_budget_per_host() -> None:
     c = registry.for_url("https://redcap2.example.edu/api/")
     assert a is b
     assert a is not c
+
+
+def test_a_shorter_window_keeps_the_same_guarantee() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(10, clock=clock, window_seconds=1.0)
+    granted = simulate(budget, clock, seconds=30, step=0.001)
+    assert max_in_window(granted, window=1.0) <= 10
+    assert len(granted) >= 30 * 9 * 0.95  # and it does not starve

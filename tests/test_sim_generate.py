@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import phonenumbers
@@ -105,6 +106,15 @@ def test_beyond_the_555_01xx_lines_numbers_stay_valid() -> None:
     for number in numbers[::400]:
         assert phonenumbers.is_valid_number(phonenumbers.parse(number)), number
 
+
+
+def test_records_can_look_old_so_incremental_exports_see_only_later_changes() -> None:
+    project, _ = generate_project(records=20, seed=3, modified=datetime(2020, 1, 1))
+    project.add_record("5", {"mobile": "202-555-0100"})  # changed now
+    rows, records = project.export_records(
+        ExportQuery(fields=["record_id"], modified_from=datetime(2024, 1, 1)))
+    assert rows == [{"record_id": "5"}]
+    assert records == 1
 
 @pytest.mark.parametrize(("records", "fraction"), [(-1, 0.1), (10, 1.5), (10, -0.1)])
 def test_bad_arguments(records: int, fraction: float) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import random
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import phonenumbers
 
-from bridge.sim.model import SimProject
+from bridge.sim.model import SimProject, utc_now
 from bridge.sim.schema import FieldSpec, make_metadata
 
 # How the same number is written in free-text fields, as seen in real projects.
@@ -44,7 +44,12 @@ def fictional_area_codes() -> tuple[str, ...]:
 
 
 def generate_project(
-    records: int, shared_fraction: float = 0.05, seed: int = 1, longitudinal: bool = False
+    records: int,
+    shared_fraction: float = 0.05,
+    seed: int = 1,
+    longitudinal: bool = False,
+    *,
+    modified: datetime | None = None,
 ) -> tuple[SimProject, list[str]]:
     """A project of ``records`` records and the distinct E.164 numbers stored on them.
 
@@ -56,6 +61,11 @@ def generate_project(
     ``enrollment_arm_1`` (form ``contact``) and ``followup_arm_1`` (a form ``visit`` with
     ``visit_date``, filled for about half of the records) so exports have several rows per
     record. The same ``seed`` gives the same project.
+
+    ``modified`` (naive UTC, the simulator's clock) is the time every generated record was
+    last changed; by default, now. A benchmark sets it in the past so that an incremental
+    export (``dateRangeBegin``) returns only what changed since, as on a real project whose
+    records were entered over months.
     """
     if records < 0 or not 0 <= shared_fraction <= 1:
         raise ValueError("records must be >= 0 and shared_fraction between 0 and 1")
@@ -72,12 +82,15 @@ def generate_project(
     rng.shuffle(owners)
 
     project = _empty_project(longitudinal)
+    if modified is not None:
+        project.clock = lambda: modified
     for index, (area, line) in enumerate(owners, start=1):
         mobile = rng.choice(PHONE_FORMATS).format(area=area, line=line)
         project.add_record(str(index), {"mobile": mobile})
         if longitudinal and rng.random() < 0.5:
             visit = date(2024, 1, 1) + timedelta(days=rng.randrange(365))
             project.add_record(str(index), {"visit_date": visit.isoformat()}, event=FOLLOWUP)
+    project.clock = utc_now
     return project, [f"+1{area}555{line}" for area, line in numbers]
 
 

@@ -1,0 +1,81 @@
+"""A bare endpoint on the bridge's WSGI server settings: the ceiling for webhook intake.
+
+It reads the request body and answers the same empty TwiML as ``POST /twilio/sms``, with
+nothing in between (no Flask, no signature check, no classification, no SQLite). Served by
+waitress with the arguments ``bridge.service.serve`` uses, so the difference between this and
+the bridge under the same load is the cost of the bridge's own work per webhook.
+
+    python bench/bare_server.py --port 8099 --threads 8
+    python bench/bare_server.py --port 8099 --flask   # the same, as a one-route Flask app
+
+``--flask`` shows what Flask's own request handling costs on this server before the bridge
+does anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from waitress.server import create_server
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge.inbound import EMPTY_TWIML, TWIML_CONTENT_TYPE  # noqa: E402
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+ANSWER = EMPTY_TWIML.encode()
+
+
+def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length:
+        environ["wsgi.input"].read(length)
+    start_response("200 OK", [("Content-Type", TWIML_CONTENT_TYPE),
+                              ("Content-Length", str(len(ANSWER)))])
+    return [ANSWER]
+
+
+def flask_app() -> Flask:
+    from flask import Flask, Response, request  # only here: the plain endpoint stays bare
+
+    app = Flask(__name__)
+
+    @app.post("/twilio/sms")
+    def twilio_sms() -> Response:
+        request.form  # noqa: B018 - parse the body, as the bridge's route does
+        return Response(EMPTY_TWIML, status=200, content_type=TWIML_CONTENT_TYPE)
+
+    @app.post("/")
+    def ready() -> Response:
+        return Response(EMPTY_TWIML, status=200, content_type=TWIML_CONTENT_TYPE)
+
+    return app
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--flask", action="store_true", help="a one-route Flask app instead")
+    args = parser.parse_args()
+    server = create_server(flask_app() if args.flask else app, host="127.0.0.1",
+                           port=args.port, threads=args.threads, ident="redcap-sms-bridge",
+                           clear_untrusted_proxy_headers=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
