@@ -64,7 +64,7 @@ def test_mask_keeps_country_area_and_last_four() -> None:
     assert mask("+15558675309") == "+1555***5309"
     assert "867" not in mask("+15558675309")
     assert mask("+442079460958") == "+44207***0958"
-    assert mask("+35312345678") == "+353123*5678"
+    assert mask("+35312345678") == "+3531***5678"  # at least three digits always hidden
     assert mask(None) == "(none)"
     assert mask("+123") == "***"
 
