@@ -36,6 +36,17 @@ class ConfigError(Exception):
         super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
 
 
+class MissingVariable(ConfigError):
+    """A ``${NAME}`` reference to an environment variable that is not set.
+
+    Its own type so ``check`` can list every missing variable at once instead of one per run.
+    """
+
+    def __init__(self, file: Path | str, key: str, variable: str) -> None:
+        self.variable = variable
+        super().__init__(file, key, f"environment variable {variable} is not set")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -494,7 +505,7 @@ class _Section:
                 "'${' must be followed by a variable name and '}' (write $${ for a literal ${)",
             )
         if variable not in self.environ:
-            raise self.error(name, f"environment variable {variable} is not set")
+            raise MissingVariable(self.file, self.key(name), variable)
         return self.environ[variable]
 
 

@@ -48,15 +48,20 @@ def to_e164(raw: str | None, default_region: str = "US") -> str | None:
 def mask(e164: str | None) -> str:
     """Mask a number for logs and lists: ``+15558675309`` -> ``+1555***5309``.
 
-    Country and area code stay (useful when reading logs), the middle digits never appear.
+    The country code, up to three more digits (the area code, useful when reading logs) and
+    up to the last four stay; at least three digits never appear, so in countries with short
+    numbers fewer are shown (Iceland ``+354***1234``).
     """
     if not e164:
         return "(none)"
     digits = "".join(ch for ch in e164 if ch.isdigit())
     if len(digits) <= 7:
         return "***"
-    head = len(_country_code(digits)) + 3
-    return f"+{digits[:head]}{'*' * (len(digits) - head - 4)}{digits[-4:]}"
+    country = len(_country_code(digits))
+    national = len(digits) - country
+    tail, head = _shown(national)
+    hidden = national - head - tail
+    return f"+{digits[:country + head]}{'*' * hidden}{digits[len(digits) - tail:]}"
 
 
 def mask_pretty(e164: str) -> str:
@@ -72,7 +77,15 @@ def mask_pretty(e164: str) -> str:
     national = str(number.national_number)
     if number.country_code == 1 and len(national) == 10:
         return f"+1 ({national[:3]}) ***-{national[-4:]}"
-    return f"+{number.country_code} {'*' * max(len(national) - 4, 0)}{national[-4:]}"
+    tail, _ = _shown(len(national))
+    return f"+{number.country_code} {'*' * (len(national) - tail)}{national[len(national) - tail:]}"
+
+
+def _shown(national: int) -> tuple[int, int]:
+    """How many trailing and leading digits of a national number a mask may show."""
+    hidden = min(3, national)
+    tail = min(4, national - hidden)
+    return tail, min(3, national - hidden - tail)
 
 
 def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -25,11 +26,17 @@ from waitress.server import create_server
 
 from bridge.config import Config
 from bridge.intake import Intake
-from bridge.store import Store
+from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
+from bridge.notify import Mailer
+from bridge.retention import purge_bodies
+from bridge.store import Store, StoreError
 from bridge.sync import Worker
 from bridge.web import create_app
 
 logger = logging.getLogger(__name__)
+
+# Bodies older than storage.keep_bodies_days are purged at start-up and then this often.
+PURGE_INTERVAL_HOURS = 6
 
 
 class AlreadyRunning(Exception):
@@ -45,6 +52,7 @@ class Runtime:
     app: Flask
     stop: threading.Event
     scheduler: BackgroundScheduler
+    mailer: Mailer | None = None  # only with an smtp section
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -52,6 +60,7 @@ class Runtime:
         stop = threading.Event()
         intake = Intake(config, store)
         worker = Worker(config, store, stop=stop)
+        mailer = Mailer(config, store, stop=stop) if config.smtp else None
         scheduler = BackgroundScheduler(timezone="UTC")
 
         def readiness() -> str | None:
@@ -59,7 +68,7 @@ class Runtime:
 
         app = create_app(config, store, intake, readiness=readiness)
         return cls(config=config, store=store, intake=intake, worker=worker, app=app,
-                   stop=stop, scheduler=scheduler)
+                   stop=stop, scheduler=scheduler, mailer=mailer)
 
     def start_background(self) -> None:
         recovered = self.store.recover_in_flight()
@@ -68,7 +77,22 @@ class Runtime:
         self.scheduler.add_job(self.worker.tick, "interval",
                                seconds=self.config.sync.poll_seconds, id="worker",
                                max_instances=1, coalesce=True, misfire_grace_time=None)
+        if self.mailer is not None:
+            self.scheduler.add_job(self.mailer.tick, "interval", seconds=MAIL_POLL_SECONDS,
+                                   id="mailer", max_instances=1, coalesce=True,
+                                   misfire_grace_time=None)
+        self.scheduler.add_job(self.purge_bodies, "interval", hours=PURGE_INTERVAL_HOURS,
+                               id="purge", next_run_time=datetime.now(UTC), max_instances=1,
+                               coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
+
+    def purge_bodies(self) -> None:
+        """The scheduled purge of old message bodies; a failure waits for the next run."""
+        try:
+            purge_bodies(self.store, self.config.storage.keep_bodies_days)
+        except StoreError as exc:
+            logger.error("purge of old message bodies failed (retried in %d h): %s",
+                         PURGE_INTERVAL_HOURS, exc)
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -80,9 +104,12 @@ class Runtime:
 def serve(config: Config) -> int:
     lock = _lock_store(config.storage.path)
     runtime = Runtime.build(config)
+    # waitress reads a whole body before the app sees it: cap it there, or a client could make
+    # it buffer up to 1 GiB per request (waitress refuses a body of max_request_body_size).
     server = create_server(runtime.app, host=config.server.host, port=config.server.port,
                            threads=config.server.threads, ident="redcap-sms-bridge",
-                           clear_untrusted_proxy_headers=True)
+                           clear_untrusted_proxy_headers=True,
+                           max_request_body_size=config.server.max_body_bytes + 1)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s: shutting down", signal.Signals(signum).name)

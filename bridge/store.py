@@ -92,15 +92,23 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     sent_at TEXT,
-    last_error TEXT
+    last_error TEXT,
+    email_id TEXT  -- the Message-ID of the email that carries it (set when claimed for sending)
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_project ON notifications(project, created_at);
+CREATE INDEX IF NOT EXISTS notifications_email ON notifications(email_id);
 
 CREATE TABLE IF NOT EXISTS phone_index (
     project TEXT NOT NULL,
     record TEXT NOT NULL,
     phone TEXT NOT NULL,
     PRIMARY KEY (project, record, phone)
+);
+
+CREATE TABLE IF NOT EXISTS readiness_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -249,12 +257,12 @@ class Store:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise StoreError(str(exc)) from exc
 
     def read(self) -> sqlite3.Connection:
@@ -268,12 +276,16 @@ class Store:
         self._local = threading.local()
 
     def check_writable(self) -> None:
-        """Raise StoreError unless a write transaction can commit (for /readyz)."""
+        """Raise StoreError unless a write to the store's own file commits (for /readyz).
+
+        A real row in the main database, so the commit writes to the disk the events go to
+        (a temporary table would live in memory and pass on a full or read-only disk).
+        """
         try:
             with self.transaction() as conn:
-                conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
-                conn.execute("INSERT INTO _probe VALUES (1)")
-                conn.execute("DELETE FROM _probe")
+                conn.execute("INSERT INTO readiness_probe (id, checked_at) VALUES (1, ?)"
+                             " ON CONFLICT(id) DO UPDATE SET checked_at=excluded.checked_at",
+                             (iso(utcnow()),))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
         if not os.access(self.path, os.W_OK):
@@ -321,7 +333,13 @@ class Store:
     # -- the worker's queue ------------------------------------------------------------------
 
     def recover_in_flight(self) -> int:
-        """Return jobs a previous process left ``running`` to ``pending`` (after a crash)."""
+        """Return jobs left ``running`` to ``pending``: after a crash, or a failed write.
+
+        Cheap when there are none (a read), so the worker can call it before every pass.
+        """
+        if self.read().execute("SELECT 1 FROM jobs WHERE status=? LIMIT 1",
+                               (RUNNING,)).fetchone() is None:
+            return 0
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE jobs SET status=?, next_attempt_at=0 WHERE status=?", (PENDING, RUNNING)
@@ -411,6 +429,43 @@ class Store:
                 result[row["phone"]] = ConsentState(row["action"], row["event_at"], row["job_id"])
         return result
 
+    def opt_out_run(self, job: Job) -> tuple[str, bool]:
+        """When the opt-out that a STOP ``job`` belongs to began, and whether it continues one.
+
+        A STOP repeated without a START in between is not a new opt-out: the time to record is
+        that of the first STOP of the run, whether or not the worker wrote each one (batches
+        coalesce, so it may never have seen the earlier ones). The run *continues* what REDCap
+        already holds unless a START arrived after the last applied state: then any opt-out
+        time in REDCap belongs to an earlier run, ended by a START that was coalesced away.
+        """
+        conn = self.read()
+        start = conn.execute(
+            "SELECT event_at, id FROM jobs WHERE project=? AND phone=? AND action='start'"
+            " AND (event_at, id) < (?, ?) ORDER BY event_at DESC, id DESC LIMIT 1",
+            (job.project, job.phone, job.event_at, job.id)).fetchone()
+        after = (start["event_at"], start["id"]) if start else ("", 0)
+        first = conn.execute(
+            "SELECT event_at FROM jobs WHERE project=? AND phone=? AND action='stop'"
+            " AND (event_at, id) > (?, ?) AND (event_at, id) <= (?, ?)"
+            " ORDER BY event_at, id LIMIT 1",
+            (job.project, job.phone, *after, job.event_at, job.id)).fetchone()
+        if start is None:
+            return first["event_at"], True
+        applied = conn.execute(
+            "SELECT event_at, job_id FROM consent_state WHERE project=? AND phone=?",
+            (job.project, job.phone)).fetchone()
+        continues = applied is not None and \
+            (applied["event_at"], applied["job_id"]) > after
+        return first["event_at"], continues
+
+    def previous_action(self, job: Job) -> str | None:
+        """The opt-out or opt-in that arrived just before ``job`` for its phone and project."""
+        row = self.read().execute(
+            "SELECT action FROM jobs WHERE project=? AND phone=? AND action IN ('stop','start')"
+            " AND (event_at, id) < (?, ?) ORDER BY event_at DESC, id DESC LIMIT 1",
+            (job.project, job.phone, job.event_at, job.id)).fetchone()
+        return row["action"] if row else None
+
     def projects_with_due_jobs(self, now: float) -> list[str]:
         rows = self.read().execute(
             "SELECT DISTINCT project FROM jobs WHERE status=? AND next_attempt_at<=?",
@@ -476,6 +531,14 @@ class Store:
                 " ELSE index_meta.full_refreshed_at END",
                 (project, refreshed_at, refreshed_at, int(full)),
             )
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: after a failed write (disk full, I/O error)
+    SQLite has often rolled back already, and a second ROLLBACK would raise an error that
+    hides the real one."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequence[NewJob],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from bridge.store import (
     JobOutcome,
     NewNotification,
     Store,
+    StoreError,
     epoch,
     utcnow,
 )
@@ -58,6 +60,9 @@ class Target:
 
     job: Job
     records: tuple[str, ...]
+    # The event before this one for the phone was the same action (a second STOP, say): REDCap
+    # is brought in line all the same, but it is no change of consent, so nobody is emailed.
+    repeat: bool = False
 
 
 class ProjectSync:
@@ -88,42 +93,88 @@ class ProjectSync:
         return moment.strftime(self.stamp_format())
 
 
-def check_fields(project: ProjectConfig, info: ProjectInfo) -> None:
-    """Refuse a project whose REDCap fields cannot hold what the bridge writes."""
+@dataclass(frozen=True)
+class SetupProblem:
+    """One way a project's REDCap fields or events do not fit its configuration.
+
+    ``aspect`` groups problems for the ``check`` report: ``field`` (missing), ``opt_out_type``,
+    ``checkbox``, ``events``. ``key`` is the configuration key to look at. A problem that is
+    not ``blocking`` is a sure misconfiguration that the worker can nevertheless write around
+    (event keys on a classic project are ignored), so only ``check`` reports it.
+    """
+
+    aspect: str
+    key: str
+    message: str
+    blocking: bool = True
+
+
+def setup_problems(project: ProjectConfig, info: ProjectInfo) -> list[SetupProblem]:
+    """Every way the project's REDCap fields cannot hold what the bridge writes."""
     where = f"project {project.name!r}"
+    problems: list[SetupProblem] = []
     for key in ("phone_field", "opt_out_field", "opt_out_checkbox"):
         name = getattr(project, key)
         if name and name not in info.fields:
-            raise ProjectSetupError(f"{where}: {key} {name!r} is not a field in REDCap")
-    opt_out = info.fields[project.opt_out_field]
-    if opt_out.field_type != "text" or not (
-        opt_out.validation == "" or opt_out.validation.startswith("datetime_")
-    ):
-        raise ProjectSetupError(
+            problems.append(SetupProblem(
+                "field", key, f"{where}: {key} {name!r} is not a field in REDCap"))
+    opt_out = info.fields.get(project.opt_out_field)
+    if opt_out is not None and (opt_out.field_type != "text" or not (
+            opt_out.validation == "" or opt_out.validation.startswith("datetime_"))):
+        problems.append(SetupProblem(
+            "opt_out_type", "opt_out_field",
             f"{where}: opt_out_field {opt_out.name!r} must be a text field without validation or"
             f" with a datetime validation (it has type {opt_out.field_type!r},"
             f" validation {opt_out.validation or 'none'!r}); a date-only field cannot hold the"
-            " time")
-    if project.opt_out_checkbox:
-        checkbox = info.fields[project.opt_out_checkbox]
+            " time"))
+    checkbox = info.fields.get(project.opt_out_checkbox or "")
+    if checkbox is not None:
         codes = {choice.split(",", 1)[0].strip() for choice in checkbox.choices.split("|")}
         if checkbox.field_type != "checkbox" or "1" not in codes:
-            raise ProjectSetupError(f"{where}: opt_out_checkbox {checkbox.name!r} must be a"
-                                    " checkbox field with an option coded 1")
-    if info.longitudinal:
-        for field_key, event_key in (("phone_field", "phone_event"),
-                                     ("opt_out_field", "opt_out_event"),
-                                     ("opt_out_checkbox", "opt_out_checkbox_event")):
-            name, event = getattr(project, field_key), getattr(project, event_key)
-            if not name:
-                continue
-            if not event:
-                raise ProjectSetupError(f"{where}: the REDCap project is longitudinal;"
-                                        f" set {event_key}")
-            form = info.fields[name].form
-            if event not in info.form_events.get(form, frozenset()):
-                raise ProjectSetupError(f"{where}: {event_key} {event!r} is not an event that"
-                                        f" form {form!r} (holding {name!r}) is designated for")
+            problems.append(SetupProblem(
+                "checkbox", "opt_out_checkbox", f"{where}: opt_out_checkbox {checkbox.name!r}"
+                " must be a checkbox field with an option coded 1"))
+    problems.extend(_event_problems(project, info, where))
+    return problems
+
+
+def _event_problems(project: ProjectConfig, info: ProjectInfo,
+                    where: str) -> list[SetupProblem]:
+    pairs = (("phone_field", "phone_event"), ("opt_out_field", "opt_out_event"),
+             ("opt_out_checkbox", "opt_out_checkbox_event"))
+    problems: list[SetupProblem] = []
+    if not info.longitudinal:
+        for _, event_key in pairs:
+            if getattr(project, event_key):
+                problems.append(SetupProblem(
+                    "events", event_key, f"{where}: {event_key} is set but the REDCap project is"
+                    " classic (not longitudinal); remove the event keys", blocking=False))
+        return problems
+    known_events = sorted(set().union(*info.form_events.values()))
+    for field_key, event_key in pairs:
+        name, event = getattr(project, field_key), getattr(project, event_key)
+        if not name or name not in info.fields:
+            continue
+        if not event:
+            problems.append(SetupProblem(
+                "events", event_key,
+                f"{where}: the REDCap project is longitudinal; set {event_key}"))
+            continue
+        form = info.fields[name].form
+        if event not in info.form_events.get(form, frozenset()):
+            unknown = "" if event in known_events else \
+                f" (the project's events: {', '.join(known_events) or 'none'})"
+            problems.append(SetupProblem(
+                "events", event_key, f"{where}: {event_key} {event!r} is not an event that"
+                f" form {form!r} (holding {name!r}) is designated for{unknown}"))
+    return problems
+
+
+def check_fields(project: ProjectConfig, info: ProjectInfo) -> None:
+    """Refuse a project whose REDCap fields cannot hold what the bridge writes."""
+    for problem in setup_problems(project, info):
+        if problem.blocking:
+            raise ProjectSetupError(problem.message)
 
 
 class Worker:
@@ -155,17 +206,32 @@ class Worker:
     # -- scheduling entry points -------------------------------------------------------------
 
     def tick(self) -> int:
-        """One pass: refresh indexes that are due, then apply every due job. Never raises."""
+        """One pass: refresh indexes that are due, then apply every due job. Never raises.
+
+        It first hands back jobs an earlier pass left ``running`` because it could not record
+        their outcome (the store was not writable): ticks never overlap and only one process
+        serves a store, so a job running between ticks is an orphan. Re-running it is safe,
+        as every write is read back first. While the store cannot be written, each tick just
+        logs that and tries again next time.
+        """
         finished = 0
-        for name in self.store.projects_with_due_jobs(epoch()):
-            if self.stop.is_set():
-                break
-            sync = self.projects.get(name)
-            if sync is None:
-                continue  # a retired project: its jobs wait until it is configured again
-            finished += self.run_project(sync)
-        if not self.stop.is_set():
-            self.refresh_indexes()
+        try:
+            orphans = self.store.recover_in_flight()
+            if orphans:
+                logger.warning("worker: %d jobs whose outcome could not be recorded are due"
+                               " again", orphans)
+            for name in self.store.projects_with_due_jobs(epoch()):
+                if self.stop.is_set():
+                    break
+                sync = self.projects.get(name)
+                if sync is None:
+                    continue  # a retired project: its jobs wait until it is configured again
+                finished += self.run_project(sync)
+            if not self.stop.is_set():
+                self.refresh_indexes()
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("worker: the store cannot be written (%s); trying again next tick",
+                         exc)
         return finished
 
     def drain(self, max_ticks: int = 1000) -> None:
@@ -238,6 +304,10 @@ class Worker:
                         for job in open_jobs.values()])
             else:
                 self._retry_later(sync.project, list(open_jobs.values()), exc.message, finish)
+        except (StoreError, sqlite3.Error) as exc:
+            logger.error("project %s: could not record the outcome of %d jobs (%s); they are"
+                         " checked again once the store can be written", sync.project.name,
+                         len(open_jobs), exc)
         except ProjectSetupError as exc:
             self.last_error[sync.project.name] = str(exc)
             sync.info = None
@@ -275,14 +345,16 @@ class Worker:
             sync.index.load()
         if sync.index.refreshed_at is None:
             sync.index.refresh(sync.client, info, full=True)
-        targets = [Target(job, sync.index.lookup(job.phone)) for job in latest.values()]
+        targets = [Target(job, sync.index.lookup(job.phone),
+                          self.store.previous_action(job) == job.action)
+                   for job in latest.values()]
         newest_miss = max((t.job.event_at for t in targets if not t.records), default=None)
         if newest_miss is not None and sync.index.refreshed_at is not None and \
                 sync.index.refreshed_at.isoformat() < newest_miss:
             # One refresh for every miss in this batch, and only when the index is older than
             # the message: a burst of unknown numbers cannot cause a storm of exports.
             sync.index.refresh(sync.client, info, full=False)
-            targets = [Target(t.job, t.records or sync.index.lookup(t.job.phone))
+            targets = [Target(t.job, t.records or sync.index.lookup(t.job.phone), t.repeat)
                        for t in targets]
         unmatched = [t for t in targets if not t.records]
         if unmatched:
@@ -300,7 +372,7 @@ class Worker:
         project = sync.project
         while chunk:
             records = sorted({r for t in chunk for r in t.records})
-            current = self._current_values(sync, info, records)
+            current = self.current_values(sync, info, records)
             rows: dict[tuple[str, str], dict[str, str]] = {}
             outcomes: list[JobOutcome] = []
             for target in chunk:
@@ -308,13 +380,16 @@ class Worker:
                 if not present:
                     outcomes.append(self._unmatched(project, target.job))
                     continue
-                value = sync.stamp(target.job.event_at) if target.job.action == STOP else ""
+                value, continues = "", True
+                if target.job.action == STOP:
+                    since, continues = self.store.opt_out_run(target.job)
+                    value = sync.stamp(since)
                 effective = self._plan_rows(project, info, target.job.action, value, present,
-                                            current, rows)
-                outcomes.append(JobOutcome(
-                    target.job, APPLIED, records=present, value_written=effective or None,
-                    notifications=self._notes(project, target.job.action, target.job,
-                                              records=present, value=effective)))
+                                            current, rows, keep_time=continues)
+                notes = [] if target.repeat else self._notes(
+                    project, target.job.action, target.job, records=present, value=effective)
+                outcomes.append(JobOutcome(target.job, APPLIED, records=present,
+                                           value_written=effective or None, notifications=notes))
             try:
                 if rows:
                     sync.client.import_records(list(rows.values()))
@@ -330,8 +405,8 @@ class Worker:
             finish(outcomes)
             return
 
-    def _current_values(self, sync: ProjectSync, info: ProjectInfo,
-                        records: list[str]) -> dict[str, dict[str, str]]:
+    def current_values(self, sync: ProjectSync, info: ProjectInfo,
+                       records: list[str]) -> dict[str, dict[str, str]]:
         """Read back the opt-out field and checkbox of existing records, keyed by record ID.
 
         Each record maps to ``{"field": value, "checkbox": "0"/"1"}`` for the configured
@@ -362,19 +437,22 @@ class Worker:
     @staticmethod
     def _plan_rows(project: ProjectConfig, info: ProjectInfo, action: str, value: str,
                    records: list[str], current: dict[str, dict[str, str]],
-                   rows: dict[tuple[str, str], dict[str, str]]) -> str:
+                   rows: dict[tuple[str, str], dict[str, str]], keep_time: bool = True) -> str:
         """Add the import rows that bring ``records`` to the wanted state; return the value.
 
         A STOP on a record already opted out keeps the time of the first opt-out: a repeated
-        STOP is not a change of consent. Only the ID, the event and changed fields are sent,
-        so ``overwrite`` clears exactly the fields meant and nothing else.
+        STOP is not a change of consent. ``keep_time=False`` says REDCap's time belongs to an
+        opt-out a later START ended (see ``Store.opt_out_run``), so ``value`` replaces it.
+        Only the ID, the event and changed fields are sent, so ``overwrite`` clears exactly
+        the fields meant and nothing else.
         """
         effective = value
         for record in records:
             now = current[record]
             if action == STOP:
-                want_field = now["field"] or value
-                effective = now["field"] or effective
+                kept = now["field"] if keep_time else ""
+                want_field = kept or value
+                effective = kept or effective
                 want_box = "1"
             else:
                 want_field, want_box = "", "0"

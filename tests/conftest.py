@@ -6,12 +6,15 @@ Twilio requests are signed with twilio's own ``RequestValidator``, exactly as Tw
 from __future__ import annotations
 
 import dataclasses
+import logging
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import settings
 from werkzeug.test import TestResponse
 
 from bridge.config import (
@@ -29,6 +32,13 @@ from bridge.sim import RedcapSimulator, SimProject, make_metadata
 from bridge.store import Store
 from bridge.sync import Worker
 from bridge.web import create_app
+from tests import process
+from tests.log_hygiene import SECRETS, leaks
+
+# Machines here are shared and noisy: speed is measured in bench/, never asserted in tests,
+# so hypothesis' per-example deadline (a timing assertion) is off.
+settings.register_profile("bridge", deadline=None)
+settings.load_profile("bridge")
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -39,6 +49,7 @@ BRIDGE_NUMBER = "+18057166646"
 PUBLIC_URL = "https://bridge.example.edu"
 WEBHOOK_URL = PUBLIC_URL + "/twilio/sms"
 PARTICIPANT = "+15558675309"
+SECRETS.update({AUTH_TOKEN, SUBACCOUNT_TOKEN})
 
 
 def standard_metadata() -> list[dict]:
@@ -141,6 +152,61 @@ class Bridge:
     def job_statuses(self) -> list[str]:
         rows = self.store.read().execute("SELECT status FROM jobs ORDER BY id").fetchall()
         return [row["status"] for row in rows]
+
+
+class LeakCatcher(logging.Handler):
+    """Checks every log record of the test run for secrets and full phone numbers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.found: list[str] = []
+
+    # Loggers of the servers the tests run as stand-ins (aiosmtpd logs every line of the
+    # emails it receives, full numbers included when a test sets show_full_phone).
+    NOT_THE_BRIDGE = ("mail.log",)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(self.NOT_THE_BRIDGE):
+            return
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        except Exception as exc:  # never break the code that logged
+            self.found.append(f"{record.name}: unformattable log record: {exc!r}")
+            return
+        problems = leaks(text)
+        if problems:
+            self.found.append(f"{record.name} {record.levelname}: {problems}: {text[:300]!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_catcher() -> Iterator[LeakCatcher]:
+    """Log at DEBUG for the whole run, every record going through the leak check."""
+    root = logging.getLogger()
+    catcher, level = LeakCatcher(), root.level
+    root.addHandler(catcher)
+    root.setLevel(logging.DEBUG)
+    yield catcher
+    root.removeHandler(catcher)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_or_phone_numbers_in_logs(leak_catcher: LeakCatcher) -> Iterator[None]:
+    """Fails the test during which a log line (in-process, or a serve process's log file)
+    held a token, a password or a full phone number."""
+    leak_catcher.found.clear()
+    first_file = len(process.LOG_FILES)
+    yield
+    problems = list(leak_catcher.found)
+    for path in dict.fromkeys(process.LOG_FILES[first_file:]):
+        if path.exists():
+            problems += [f"{path.name}: {problem}"
+                         for problem in leaks(path.read_text(errors="replace"))]
+    if problems:
+        pytest.fail("secrets or full phone numbers in the logs:\n" + "\n".join(problems[:20]),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -7,13 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every serve process's log file, so the log-hygiene check can read them (tests/conftest.py).
+LOG_FILES: list[Path] = []
 
 
 def free_port() -> int:
@@ -39,27 +43,59 @@ def write_config(path: Path, *, port: int, projects: list[dict], accounts: list[
     return path
 
 
+def heart_study_config(directory: Path, api_url: str, port: int, *, account_sid: str,
+                       number: str, sync: dict | None = None,
+                       timezone: str = "America/New_York") -> Path:
+    """The standard one-project config the process tests serve, secrets from the env."""
+    return write_config(
+        directory / "bridge.yaml", port=port,
+        accounts=[{"account_sid": account_sid, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
+        projects=[{
+            "name": "heart-study", "twilio": {"numbers": [number]},
+            "redcap": {"url": api_url, "token": "${REDCAP_TOKEN}"},
+            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
+            "opt_out_checkbox": "sms_opted_out", "timezone": timezone,
+        }],
+        extra={"sync": sync} if sync else None,
+    )
+
+
 class BridgeProcess:
+    """``python -m bridge serve`` in a child process, its output appended to ``log_path``.
+
+    ``pipe_logs``: the child writes its log to a pipe and this process copies it to the file,
+    so the log survives what a test does to the child's own file writes (disk trouble).
+    """
+
     def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, pipe_logs: bool = False) -> None:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, **(env or {})}
+        # At DEBUG unless a test says otherwise, so the log-hygiene check sees every level.
+        self.env = {"BRIDGE_LOG_LEVEL": "debug", **os.environ, **(env or {})}
         self.log_path = log_path or config.with_suffix(".log")
+        LOG_FILES.append(self.log_path)
+        self.pipe_logs = pipe_logs
         self.proc: subprocess.Popen[bytes] | None = None
+        self._copier: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> BridgeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "serve", "--config", str(self.config)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if self.pipe_logs else log,
         )
         self._log = log
+        if self.pipe_logs:
+            self._copier = threading.Thread(target=self._copy, args=(self.proc, log),
+                                             daemon=True)
+            self._copier.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log.close()
+                self.wait()
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
@@ -86,8 +122,18 @@ class BridgeProcess:
     def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         code = self.proc.wait(timeout)
+        if self._copier is not None:
+            self._copier.join(timeout)
         self._log.close()
         return code
+
+    @staticmethod
+    def _copy(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+        proc.stdout.close()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -568,3 +568,41 @@ def test_classification_is_fast(every_language: KeywordSets) -> None:
             classify(text, None, every_language)
     mean = (time.perf_counter() - began) / (5 * len(texts))
     assert mean < 200e-6  # ~12 µs measured; the budget is 50 µs, this leaves room for slow CI
+
+
+# --- hostile input: properties of the whole classifier ----------------------------------------
+
+
+@given(
+    body=st.one_of(st.none(), st.text()),
+    category=st.sampled_from([Intent.STOP, Intent.START, Intent.HELP]),
+    upper=st.lists(st.booleans(), min_size=5, max_size=5),
+    padding=st.tuples(st.text(" \t\n", max_size=3), st.text(" \t\n", max_size=3)),
+)
+def test_opt_out_type_always_wins_whatever_the_body(
+    every_language: KeywordSets, body: str | None, category: Intent, upper: list[bool],
+    padding: tuple[str, str],
+) -> None:
+    word = "".join(c.upper() if up else c.lower()
+                   for c, up in zip(category.name, upper, strict=False))
+    assert classify(body, padding[0] + word + padding[1], every_language) is category
+
+
+@given(body=st.text(), opt_out_type=st.text())
+def test_an_unknown_opt_out_type_is_ignored(
+    every_language: KeywordSets, body: str, opt_out_type: str
+) -> None:
+    if opt_out_type.strip().upper() in ("STOP", "START", "HELP"):
+        return
+    assert classify(body, opt_out_type, every_language) is classify(body, None, every_language)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=300))
+def test_classification_depends_only_on_the_normal_form(
+    every_language: KeywordSets, body: str
+) -> None:
+    """So what the normal form strips (case, accents, punctuation around, invisible
+    characters, spacing) can never turn a message into something else."""
+    assert classify(body, None, every_language) is classify(
+        normalise_message(body), None, every_language)

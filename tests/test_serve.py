@@ -19,7 +19,7 @@ from tests.conftest import (
     classic_project,
     twilio_params,
 )
-from tests.process import BridgeProcess, free_port, write_config
+from tests.process import BridgeProcess, free_port, heart_study_config
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -32,17 +32,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 def serve_config(tmp_path: Path, sim: RedcapSimulator, token: str, port: int) -> Path:
-    return write_config(
-        tmp_path / "bridge.yaml", port=port,
-        accounts=[{"account_sid": ACCOUNT_SID, "auth_token": "${TWILIO_AUTH_TOKEN}"}],
-        projects=[{
-            "name": "heart-study", "twilio": {"numbers": [BRIDGE_NUMBER]},
-            "redcap": {"url": sim.api_url, "token": "${REDCAP_TOKEN}"},
-            "phone_field": "mobile", "opt_out_field": "sms_opt_out",
-            "opt_out_checkbox": "sms_opted_out", "timezone": "America/New_York",
-        }],
-        extra={"sync": {"poll_seconds": 0.2}},
-    )
+    return heart_study_config(tmp_path, sim.api_url, port, account_sid=ACCOUNT_SID,
+                              number=BRIDGE_NUMBER,
+                              sync={"poll_seconds": 0.2})
 
 
 def test_serve_applies_a_stop_and_start_and_stops_cleanly(tmp_path: Path,

@@ -246,6 +246,14 @@ def test_stop_closes_kept_alive_connections(project: SimProject) -> None:
     simulator.stop()  # a second stop is harmless
 
 
+def test_stop_logs_no_warning(project: SimProject, caplog: pytest.LogCaptureFixture) -> None:
+    # The demo shows its log output to newcomers: a clean stop must not look like a fault.
+    with RedcapSimulator() as simulator:
+        simulator.add_project(project)
+        requests.post(simulator.api_url, data={"token": "x"}, timeout=5)
+    assert [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"] == []
+
+
 def test_large_export_is_fast() -> None:
     project = SimProject(title="Big", metadata=make_metadata("record_id", FIELDS))
     for n in range(1, 100_001):

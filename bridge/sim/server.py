@@ -162,7 +162,10 @@ class RedcapSimulator:
         while not self._stopping.is_set():
             wasyncore.loop(timeout=0.05, use_poll=True, map=sockets, count=1)
         for dispatcher in list(sockets.values()):
-            dispatcher.handle_close()  # for connections, this also frees buffered output
+            if dispatcher is server:
+                server.close()  # its handle_close would log a spurious "unhandled close event"
+            else:
+                dispatcher.handle_close()  # for connections, this also frees buffered output
         server.task_dispatcher.shutdown(timeout=5)
 
     def stop(self) -> None:
