@@ -64,7 +64,7 @@ COLUMNS = ("first_name", "mobile", "sms_opt_out", "sms_opted_out___1")
 STEP_TIMEOUT = 10.0
 _BRIDGE_LINE = re.compile(r"^[A-Z]+ bridge[.:]")
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_UNSTORED = re.compile(r"bridge\.web: refused|: duplicate, ignored$")
+_UNSTORED = re.compile(r"bridge\.\w+: refused|: duplicate, ignored$")
 
 Snapshot = dict[str, tuple[str, ...]]  # record ID -> values of COLUMNS
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import pytest
@@ -166,8 +167,41 @@ def test_routing_by_number_and_by_messaging_service(sim: RedcapSimulator,
 
 
 def test_get_is_405_and_healthz_is_200(bridge: Bridge) -> None:
-    assert bridge.client.get("/twilio/sms").status_code == 405
+    response = bridge.client.get("/twilio/sms")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
     assert bridge.client.get("/healthz").status_code == 200
+
+
+def test_a_body_that_is_not_a_form_is_403_and_stores_nothing(bridge: Bridge) -> None:
+    params = twilio_params("STOP")
+    response = bridge.client.post(
+        "/twilio/sms", json=params, base_url=PUBLIC_URL,
+        headers={"X-Twilio-Signature": sign(WEBHOOK_URL, params, AUTH_TOKEN)})
+    assert response.status_code == 403
+    assert stored_messages(bridge) == 0
+
+
+def test_a_bad_content_length_is_400(bridge: Bridge) -> None:
+    answers: list[str] = []
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/twilio/sms", "CONTENT_LENGTH": "ten",
+               "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "https",
+               "HTTP_HOST": "bridge.example.edu"}
+    body = b"".join(bridge.app.wsgi_app(environ, lambda status, headers: answers.append(status)))
+    assert answers == ["400 Bad Request"]
+    assert body == b"bad Content-Length\n"
+
+
+def test_an_unexpected_error_is_503_with_the_traceback_in_the_log(
+        bridge: Bridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_message: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bridge.intake, "receive", broken)
+    response = bridge.post(twilio_params("STOP"))
+    assert response.status_code == 503
+    assert response.get_data(as_text=True) == "temporarily unavailable\n"
+    assert "RuntimeError: a bug" in caplog.text
 
 
 def test_store_failure_is_503_not_500(bridge: Bridge) -> None:
