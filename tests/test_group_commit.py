@@ -130,3 +130,31 @@ def test_a_leader_that_crashes_releases_the_others(tmp_path: Path) -> None:
     outcomes = sorted(type(results[n]).__name__ for n in (1, 2, 3))
     assert outcomes == ["RuntimeError", "StoreError", "StoreError"]  # the leader has the bug
     assert writer.record_inbound(message(9), []) is True  # nobody is left waiting
+
+
+def test_many_concurrent_callers_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Leadership passes from caller to caller; nobody is left waiting, nothing is lost."""
+    store = Store(tmp_path / "b.db")
+    writer = GroupCommit(store, max_batch=7)
+    results: dict[tuple[int, int], object] = {}
+    start = threading.Barrier(24)
+
+    def caller(thread: int) -> None:
+        start.wait()
+        for round_ in range(25):
+            number = round_ % 20 if thread < 4 else 100 + thread * 25 + round_  # 4 share sids
+            results[thread, round_] = writer.record_inbound(message(number), [
+                NewJob("p", f"+1555867{number:04d}", "stop")])
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(results) == 24 * 25
+    shared = [value for (thread, _), value in results.items() if thread < 4]
+    assert shared.count(True) == 20  # each shared MessageSid stored once, the rest duplicates
+    assert all(value is True for (thread, _), value in results.items() if thread >= 4)
+    assert count(store.path, "messages") == count(store.path, "jobs") == 20 + 20 * 25
+    assert writer.waiting == 0
