@@ -16,42 +16,13 @@ from contextlib import closing
 
 from bridge import history
 from bridge.config import Config, ConfigError, load_config
+from bridge.logs import setup_logging
 from bridge.retention import purge_bodies
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger("bridge")
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Library chatter at INFO carries nothing an operator needs; their debug output never
-    # includes request bodies (where tokens live), but keep it quiet unless asked.
-    for noisy in ("apscheduler", "urllib3", "waitress.queue", "twilio.http_client"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -264,7 +235,8 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    # serve writes its log from a thread of its own (bridge.logs); one-off commands do not
+    setup_logging(args.log_level, args.log_format, background=args.func is cmd_serve)
     command: Command = args.func
     try:
         return command(args)
