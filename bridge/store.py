@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+# Kept in the file (PRAGMA user_version), so a later release that changes SCHEMA knows what it
+# is opening and can migrate it, and this one refuses a store written by a newer release
+# rather than misreading it. Version 0 is a store from before versioning: the same schema as 1.
+SCHEMA_VERSION = 1
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -226,7 +231,16 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
-            self._connect().executescript(SCHEMA)  # executescript commits on its own
+            conn = self._connect()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this"
+                    f" release's {SCHEMA_VERSION}: run the release that wrote it, or restore"
+                    " a backup taken before the upgrade")
+            conn.executescript(SCHEMA)  # executescript commits on its own
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
 
