@@ -39,6 +39,19 @@ logger = logging.getLogger(__name__)
 PURGE_INTERVAL_HOURS = 6
 
 
+def _expected_skip(record: logging.LogRecord) -> bool:
+    """False for APScheduler's warning that a tick was skipped because the last one still runs.
+
+    A worker tick that drains a backlog within the request budget takes longer than
+    ``poll_seconds``; skipping the ticks due meanwhile is the intent (``max_instances=1``), not
+    something an operator should be warned about at every long drain.
+    """
+    return not str(record.msg).startswith('Execution of job "%s" skipped: maximum number')
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_expected_skip)
+
+
 class AlreadyRunning(Exception):
     """Another bridge process holds this store."""
 

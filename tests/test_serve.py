@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from bridge.inbound import sign
@@ -96,3 +98,16 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
         assert "twilio.accounts" in str(exc)
     else:
         raise AssertionError("started with a bad config")
+
+
+def test_a_skipped_tick_during_a_long_drain_is_not_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import bridge.service  # noqa: F401 - installs the filter
+
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        scheduler_log.warning('Execution of job "%s" skipped: maximum number of running '
+                              "instances reached (%d)", "Worker.tick", 1)
+        scheduler_log.warning("Run time of job %s was missed by %s", "Worker.tick", "0:00:02")
+    assert [record.getMessage() for record in caplog.records] == [
+        "Run time of job Worker.tick was missed by 0:00:02"]
