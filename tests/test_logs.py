@@ -13,13 +13,18 @@ import pytest
 
 from bridge import logs
 
+SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
 
 @pytest.fixture
 def stderr() -> Iterator[io.StringIO]:
     """A stand-in stderr; the test's own logging set-up is put back afterwards."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    switches = {name: getattr(logging, name) for name in SWITCHES}
     yield io.StringIO()
+    for name, value in switches.items():
+        setattr(logging, name, value)
     logs.stop_background()
     root.handlers[:] = handlers
     root.setLevel(level)
