@@ -557,6 +557,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequence[NewJob],
                     notifications: Sequence[NewNotification], now: str) -> bool:
+    received_at = iso(message.received_at)
     cursor = conn.execute(
         "INSERT INTO messages (message_sid, account_sid, from_phone, to_phone,"
         " messaging_service_sid, body, opt_out_type, intent, source, received_at,"
@@ -565,12 +566,12 @@ def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequenc
         (message.message_sid, message.account_sid, message.from_phone,
          message.to_phone, message.messaging_service_sid, message.body,
          message.opt_out_type, message.intent, message.source,
-         iso(message.received_at), len({job.project for job in jobs})),
+         received_at, len({job.project for job in jobs})),
     )
     if cursor.rowcount == 0:
         return False
     message_id = cursor.lastrowid
-    event_at = iso(message.received_at)
+    event_at = received_at
     job_ids: dict[str, int] = {}
     for job in jobs:
         job_cursor = conn.execute(
