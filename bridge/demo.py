@@ -442,8 +442,10 @@ class Demo:
         for line in self._decisions(message):
             self.say("  " + line)
         finished = [job.id for job in message.jobs if job.status in (APPLIED, UNMATCHED, FAILED)]
-        lines = self.log.until(lambda ls: all(any(f"job {i} " in line for line in ls)
-                                              for i in finished))
+        # The bridge writes its log from a thread of its own, a few ms behind: wait for this
+        # message's intake line and its jobs' lines, or they show under the next step.
+        wanted = [f"inbound {sid} ", *(f"job {i} " for i in finished)]
+        lines = self.log.until(lambda ls: all(any(w in line for line in ls) for w in wanted))
         self._show_log(lines)
         calls = self._new_calls()
         if calls:

@@ -83,8 +83,15 @@ def test_demo_shows_every_decision_and_cleans_up(tmp_path: Path) -> None:
     assert 'Body="please stop texting me"' in free_text
     assert "decided: review -> flagged for a person to judge, REDCap not changed" in free_text
     assert "REDCap records: unchanged" in free_text
+    # Each step shows its own log lines (the bridge writes its log a few ms behind).
+    assert re.search(r"bridge log \| INFO bridge\.intake: inbound SM\w+ .*=review$", free_text,
+                     re.M), free_text
+    assert re.search(r"bridge log \| INFO bridge\.sync: job \d+ .* stop .*applied", stop,
+                     re.M), stop
 
-    assert "bridge answered 403" in section(output, "Step 6/7: A forged webhook")
+    forged = section(output, "Step 6/7: A forged webhook")
+    assert "bridge answered 403" in forged
+    assert "=review" not in forged
     retried = section(output, "Step 7/7: Twilio retries the STOP from step 2")
     assert "decided: duplicate -> recorded once" in retried
     assert "REDCap records unchanged" in retried
