@@ -166,8 +166,8 @@ def load_keyword_sets(config: KeywordConfig, keywords_dir: Path | None = None) -
             for kind, words in shipped[code].items():
                 sets[kind].update(words)
     own = {"stop": config.stop, "start": config.start, "help": config.help}
-    for kind, words in own.items():
-        sets[kind].update(_normalise_keywords(words, f"keywords.{kind}"))
+    for kind, configured in own.items():
+        sets[kind].update(_normalise_keywords(configured, f"keywords.{kind}"))
 
     for first, second in (("stop", "start"), ("stop", "help"), ("start", "help")):
         shared = sets[first] & sets[second]

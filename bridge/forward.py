@@ -50,6 +50,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -150,8 +151,7 @@ class Forwarder:
         futures = [(target, self._submit(target, request, started)) for target in targets]
         for target, future in futures[1:]:
             if future is not None:
-                future.add_done_callback(
-                    lambda done, target=target: self._settle(target, request, done))
+                future.add_done_callback(functools.partial(self._settle, target, request))
         primary, future = futures[0]
         if future is None:
             return Relay(result="busy")

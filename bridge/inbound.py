@@ -137,7 +137,7 @@ class Form(Mapping[str, str]):
 
 
 
-def signed_url(environ: Mapping[str, Any], public_url: str | None) -> str:
+def signed_url(environ: dict[str, Any], public_url: str | None) -> str:
     """The URL Twilio signed: the configured public base, or what this request came in on.
 
     The raw request URI is used when the WSGI server passes it on (exactly what Twilio sent,

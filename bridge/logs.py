@@ -59,7 +59,7 @@ def setup_logging(level: str, fmt: str, background: bool = False,
     # them: the caller's file and line (a walk up the stack), the thread and process names,
     # and the process id (a system call). The logging HOWTO's "Optimization" section names
     # exactly these switches.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
@@ -96,11 +96,12 @@ class _Writer(QueueListener):
         self.buffer = io.StringIO()
         handler = logging.StreamHandler(self.buffer)
         handler.setFormatter(logging.Formatter("%(message)s"))  # formatted when queued
-        super().__init__(queue.SimpleQueue(), handler)
+        self.records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        super().__init__(self.records, handler)
 
     def dequeue(self, block: bool) -> logging.LogRecord:
         try:
-            return self.queue.get_nowait()  # type: ignore[no-any-return]
+            return self.records.get_nowait()
         except queue.Empty:
             pass
         if self.buffer.tell():
@@ -108,7 +109,7 @@ class _Writer(QueueListener):
             # Let a burst gather rather than wake for each line: one write per LINGER at most
             # while lines keep coming; a line after a quiet spell is written at once.
             time.sleep(LINGER_SECONDS)
-        return self.queue.get(block)  # type: ignore[no-any-return]
+        return self.records.get(block)
 
     def flush(self) -> None:
         text = self.buffer.getvalue()

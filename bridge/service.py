@@ -131,7 +131,7 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runtime.start_background()
-    host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
+    host, port = server.effective_host, server.effective_port
     logger.info("listening on http://%s:%s (webhook: POST /twilio/sms; %d projects)",
                 host, port, len(config.projects))
     try:

@@ -83,7 +83,7 @@ class SmsEndpoint:
             *answer.headers])
         return [answer.body]
 
-    def answer(self, environ: Mapping[str, Any]) -> Answer:
+    def answer(self, environ: dict[str, Any]) -> Answer:
         if environ.get("REQUEST_METHOD") != "POST":
             metrics.WEBHOOKS.labels(endpoint="sms", outcome="http_405").inc()
             return Answer(405, b"Method Not Allowed\n", headers=(("Allow", "POST"),))

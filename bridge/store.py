@@ -397,7 +397,10 @@ class Store:
         if not outcomes:
             return
         now = iso(utcnow())
-        jobs, attempts, states, notes = [], [], [], []
+        jobs: list[tuple[object, ...]] = []
+        attempts: list[tuple[object, ...]] = []
+        states: list[tuple[object, ...]] = []
+        notes: list[tuple[NewNotification, int]] = []
         for outcome in outcomes:
             job = outcome.job
             counted = outcome.status != SUPERSEDED

@@ -14,6 +14,7 @@ later). Wrong credentials, or a number or service no configured account owns, fa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -76,8 +77,7 @@ def check_twilio(config: Config, http_client: HttpClient | None = None) -> list[
     for account in config.twilio_accounts:
         client = Client(account.account_sid, account.auth_token, http_client=http)
         try:
-            fetched = _call(lambda c=client, sid=account.account_sid: c.api.v2010.accounts(sid)
-                            .fetch())
+            fetched = _call(client.api.v2010.accounts(account.account_sid).fetch)
         except _CallFailed as exc:
             hint = ("copy the account's primary auth token again (Twilio console, Account Info);"
                     " a subaccount has its own token") if exc.status == 401 else \
@@ -129,8 +129,8 @@ def check_twilio(config: Config, http_client: HttpClient | None = None) -> list[
             continue
         if instance.sms_application_sid:
             try:
-                app = _call(lambda c=client, i=instance: c.api.v2010.accounts(i.account_sid)
-                            .applications(i.sms_application_sid).fetch())
+                app = _call(client.api.v2010.accounts(instance.account_sid)
+                            .applications(instance.sms_application_sid).fetch)
             except _CallFailed as exc:
                 add("twilio.number", Status.FAIL,
                     f"{number}: its TwiML app {instance.sms_application_sid} cannot be read:"
@@ -147,13 +147,13 @@ def _find_service(clients: list[Client], sid: str) -> _Service | str:
     """The service from whichever account owns it, or why it could not be found."""
     for client in clients:
         try:
-            service = _call(lambda c=client: c.messaging.v1.services(sid).fetch())
+            service = _call(client.messaging.v1.services(sid).fetch)
         except _CallFailed as exc:
             if exc.status == 404:
                 continue
             return f"cannot be read: {exc.message}"
         try:
-            numbers = _call(lambda c=client: c.messaging.v1.services(sid).phone_numbers.list())
+            numbers = _call(client.messaging.v1.services(sid).phone_numbers.list)
         except _CallFailed as exc:
             return f"its numbers cannot be listed: {exc.message}"
         return _Service(sid=sid, name=service.friendly_name or "", inbound_url=(
@@ -167,8 +167,8 @@ def _find_number(clients: list[Client],
                  number: str) -> tuple[Client, IncomingPhoneNumberInstance] | str:
     for client in clients:
         try:
-            found = _call(lambda c=client: c.incoming_phone_numbers.list(phone_number=number,
-                                                                          limit=20))
+            found = _call(functools.partial(client.incoming_phone_numbers.list,
+                                            phone_number=number, limit=20))
         except _CallFailed as exc:
             return f"cannot be looked up: {exc.message}"
         for instance in found:
