@@ -63,7 +63,7 @@ def verify_signature(url: str, params: Mapping[str, str], signature: str | None,
     # compared in constant time, but the URL as configured first and the other only when it
     # does not match: half the cost of the check for every genuine webhook.
     validator = RequestValidator(auth_token)
-    form = params if isinstance(params, Form) else _SignedForm(params)
+    form = Form.of(params)
     expected = signature.encode("utf-8", "replace")
     parsed = urlparse(url)
     for candidate in dict.fromkeys((url, remove_port(parsed), add_port(parsed))):
@@ -73,31 +73,11 @@ def verify_signature(url: str, params: Mapping[str, str], signature: str | None,
     raise SignatureError("X-Twilio-Signature does not match")
 
 
-class _SignedForm:
-    """The form as twilio's validator reads it: ``getall`` gives every value of a name.
-
-    Handed a Flask form or a dict, the validator looks for ``getall`` and ``getlist`` and
-    falls back through two exceptions per parameter, a third of the cost of the check on
-    every webhook.
-    """
-
-    def __init__(self, params: Mapping[str, str]) -> None:
-        self._params = params
-        self._getlist = getattr(params, "getlist", None)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._params)
-
-    def __len__(self) -> int:
-        return len(self._params)
-
-    def getall(self, name: str) -> list[str]:
-        return self._getlist(name) if self._getlist else [self._params[name]]
-
-
 class Form(Mapping[str, str]):
     """A posted ``application/x-www-form-urlencoded`` body: the first value of each name,
-    every value with ``getlist``, and the pairs in the order they were posted.
+    every value with ``getlist``, and the pairs in the order they were posted. It is also the
+    form as twilio's validator reads it: ``getall`` gives every value of a name (handed a
+    plain dict, the validator falls back through two exceptions per parameter).
 
     The webhook's own parser (``urllib.parse``, as werkzeug decodes: UTF-8, undecodable
     bytes replaced), so the hot path needs no request object.
@@ -114,6 +94,16 @@ class Form(Mapping[str, str]):
                 self._all.setdefault(name, []).append(value)
         # What twilio's validator calls for each name: a bound dict method, no Python frame.
         self.getall = self._all.__getitem__
+
+    @classmethod
+    def of(cls, params: Mapping[str, str]) -> Form:
+        """``params`` as a Form: a dict, or a multi-dict (every value kept, via ``getlist``)."""
+        if isinstance(params, Form):
+            return params
+        getlist = getattr(params, "getlist", None)
+        if getlist is None:
+            return cls(list(params.items()))
+        return cls([(name, value) for name in params for value in getlist(name)])
 
     @classmethod
     def parse(cls, body: bytes, content_type: str | None) -> Form:
@@ -134,7 +124,6 @@ class Form(Mapping[str, str]):
 
     def getlist(self, name: str) -> list[str]:
         return self._all.get(name, [])
-
 
 
 def signed_url(environ: dict[str, Any], public_url: str | None) -> str:
