@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from bridge import metrics
@@ -43,9 +44,6 @@ PATH = "/twilio/sms"
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _TWIML = EMPTY_TWIML.encode()
-_STATUS_LINES = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden",
-                 405: "405 Method Not Allowed", 413: "413 Request Entity Too Large",
-                 503: "503 Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = field(default=())
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class SmsEndpoint:
@@ -78,7 +76,7 @@ class SmsEndpoint:
             logger.exception("unexpected error handling %s %s", environ.get("REQUEST_METHOD"),
                              PATH)
             answer = Answer(503, b"temporarily unavailable\n")
-        start_response(_STATUS_LINES[answer.status], [
+        start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}", [
             ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
             *answer.headers])
         return [answer.body]
@@ -120,10 +118,15 @@ class SmsEndpoint:
 
     @staticmethod
     def _refuse(environ: Mapping[str, Any], status: int, reason: str) -> Answer:
-        metrics.WEBHOOKS.labels(endpoint="sms", outcome=f"http_{status}").inc()
-        logger.warning("refused %s %s from %s: %d %s", environ.get("REQUEST_METHOD"), PATH,
-                       environ.get("REMOTE_ADDR"), status, reason)
+        note_refusal("sms", environ, status, reason)
         return Answer(status, (reason + "\n").encode())
+
+
+def note_refusal(endpoint: str, environ: Mapping[str, Any], status: int, reason: str) -> None:
+    """Count and log a refused Twilio request (both webhook routes, one line shape)."""
+    metrics.WEBHOOKS.labels(endpoint=endpoint, outcome=f"http_{status}").inc()
+    logger.warning("refused %s %s from %s: %d %s", environ.get("REQUEST_METHOD"),
+                   environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"), status, reason)
 
 
 def _content_length(environ: Mapping[str, Any]) -> int | None:

@@ -22,7 +22,7 @@ from bridge.config import Config
 from bridge.forward import Forwarder
 from bridge.inbound import SignatureError, signed_url
 from bridge.intake import Intake
-from bridge.sms_endpoint import SmsEndpoint
+from bridge.sms_endpoint import SmsEndpoint, note_refusal
 from bridge.store import OPEN_STATUSES, Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,5 @@ def create_app(config: Config, store: Store, intake: Intake,
 
 
 def _refuse(endpoint: str, status: int, reason: str) -> Response:
-    metrics.WEBHOOKS.labels(endpoint=endpoint, outcome=f"http_{status}").inc()
-    logger.warning("refused %s %s from %s: %d %s", request.method, request.path,
-                   request.remote_addr, status, reason)
+    note_refusal(endpoint, request.environ, status, reason)
     return Response(reason + "\n", status=status, mimetype="text/plain")
