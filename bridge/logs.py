@@ -68,9 +68,8 @@ def setup_logging(level: str, fmt: str, background: bool = False,
     if background:
         global _writer
         _writer = _Writer(stream)
-        handler: logging.Handler = QueueHandler(_writer.queue)
+        handler: logging.Handler = QueueHandler(_writer.records)
         _writer.start()
-        atexit.register(stop_background)
     else:
         handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)  # a QueueHandler formats before queuing: the whole line
@@ -86,6 +85,9 @@ def stop_background() -> None:
     if _writer is not None:
         _writer.stop()
         _writer = None
+
+
+atexit.register(stop_background)
 
 
 class _Writer(QueueListener):
