@@ -6,6 +6,13 @@ up plus what refills during the window), which is the guarantee that keeps the b
 whatever REDCap's state: slow, failing, or draining a backlog after an outage. Every request
 takes a token, including ones that fail.
 
+Where the bucket's level is kept is a ``Ledger``. ``serve`` and ``backfill`` keep it in the
+store (``Store.settle_budget``), on the wall clock: a process that is killed and restarted,
+however often, continues the same bucket, and a backfill beside ``serve`` draws from it too.
+With a bucket per process, each restart of a crash loop would add a fresh burst on top of what
+the last process spent, and a few restarts a minute would pass REDCap's limit
+(``tests/test_budget_restarts.py``). Other uses (``check``, tests) keep it in memory.
+
 ``window_seconds`` is 60 in service; a test shortens it to watch many windows go by quickly.
 """
 
@@ -14,13 +21,46 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Level:
+    """A bucket's tokens as of ``at`` (its clock's time)."""
+
+    tokens: float
+    at: float
+
+
+# Given the level kept (None: never kept), the level to keep and the answer to return.
+Step = Callable[[Level | None], tuple[Level, float]]
+
+
+class Ledger(Protocol):
+    def settle_budget(self, key: str, step: Step) -> float:
+        """Apply ``step`` to the level kept under ``key``, atomically; return its answer."""
+
+
+class MemoryLedger:
+    """Levels kept in this process only."""
+
+    def __init__(self) -> None:
+        self._levels: dict[str, Level] = {}
+        self._lock = threading.Lock()
+
+    def settle_budget(self, key: str, step: Step) -> float:
+        with self._lock:
+            self._levels[key], answer = step(self._levels.get(key))
+            return answer
 
 
 class RequestBudget:
     def __init__(self, per_minute: int, burst: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 window_seconds: float = 60.0) -> None:
+                 window_seconds: float = 60.0, *, ledger: Ledger | None = None,
+                 key: str = "") -> None:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
@@ -30,24 +70,26 @@ class RequestBudget:
         else:  # a tiny budget: one request every window/per_minute seconds, nothing saved up
             self.burst, self.rate = 1, per_minute / window_seconds
         self._clock = clock
-        self._tokens = float(self.burst)
-        self._updated = clock()
-        self._lock = threading.Lock()
+        self._ledger = ledger or MemoryLedger()
+        self._key = key
 
-    def _refill(self, now: float) -> None:
-        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
+    def _take(self, kept: Level | None) -> tuple[Level, float]:
+        now = self._clock()
+        if kept is None:  # a bucket never used starts full
+            tokens = float(self.burst)
+        else:
+            # No refill for time the clock went back (a wall clock can): the level is kept as
+            # of now, so a step back costs nothing and refills go on from there.
+            refill = max(0.0, now - kept.at) * self.rate
+            tokens = min(float(self.burst), kept.tokens + refill)
+        # A hair of tolerance: float refills can stop at 0.9999999999 and never reach 1.
+        if tokens >= 1.0 - 1e-9:
+            return Level(max(0.0, tokens - 1.0), now), 0.0
+        return Level(tokens, now), max((1.0 - tokens) / self.rate, 0.001)
 
     def try_acquire(self) -> float:
         """Take a token and return 0.0, or return how many seconds until one is available."""
-        with self._lock:
-            now = self._clock()
-            self._refill(now)
-            # A hair of tolerance: float refills can stop at 0.9999999999 and never reach 1.
-            if self._tokens >= 1.0 - 1e-9:
-                self._tokens = max(0.0, self._tokens - 1.0)
-                return 0.0
-            return max((1.0 - self._tokens) / self.rate, 0.001)
+        return self._ledger.settle_budget(self._key, self._take)
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
         """Block until a token is taken. Returns False if ``stop`` was set while waiting."""
@@ -63,11 +105,18 @@ class RequestBudget:
 
 
 class BudgetRegistry:
-    """One budget per REDCap host, shared by every project on that host."""
+    """One budget per REDCap host, shared by every project on that host.
 
-    def __init__(self, per_minute: int, window_seconds: float = 60.0) -> None:
+    With a ``ledger`` (the store) the buckets are kept there, on the wall clock, so that
+    every process using that store shares them, across restarts.
+    """
+
+    def __init__(self, per_minute: int, window_seconds: float = 60.0, *,
+                 ledger: Ledger | None = None) -> None:
         self.per_minute = per_minute
         self.window_seconds = window_seconds
+        self._ledger = ledger or MemoryLedger()
+        self._clock = time.time if ledger is not None else time.monotonic
         self._budgets: dict[str, RequestBudget] = {}
         self._lock = threading.Lock()
 
@@ -77,5 +126,6 @@ class BudgetRegistry:
             budget = self._budgets.get(host)
             if budget is None:
                 budget = self._budgets[host] = RequestBudget(
-                    self.per_minute, window_seconds=self.window_seconds)
+                    self.per_minute, window_seconds=self.window_seconds, clock=self._clock,
+                    ledger=self._ledger, key=host)
             return budget

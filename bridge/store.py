@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bridge.budget import Level, Step
+
 # Kept in the file (PRAGMA user_version), so a later release that changes SCHEMA knows what it
 # is opening and can migrate it, and this one refuses a store written by a newer release
 # rather than misreading it. Version 0 is a store from before versioning: the same schema as 1.
+# A new table (CREATE ... IF NOT EXISTS) needs no new version: an older release ignores it.
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -114,6 +117,14 @@ CREATE TABLE IF NOT EXISTS phone_index (
 CREATE TABLE IF NOT EXISTS readiness_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
+);
+
+-- The REDCap request budget of each host (bridge.budget): kept here so that every process
+-- serving this store, and every restart, spends one budget. ``at`` is wall-clock seconds.
+CREATE TABLE IF NOT EXISTS request_budget (
+    host TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -304,6 +315,25 @@ class Store:
             raise StoreError(str(exc)) from exc
         if not os.access(self.path, os.W_OK):
             raise StoreError(f"{self.path} is not writable")
+
+    def settle_budget(self, key: str, step: Step) -> float:
+        """``bridge.budget.Ledger``: a host's request budget, kept across processes and restarts.
+
+        One short write transaction per REDCap request (at most a few a second). A store that
+        cannot be written raises StoreError, and no request is sent: a token that could not be
+        recorded is not spent.
+        """
+        try:
+            with self.transaction() as conn:
+                row = conn.execute("SELECT tokens, at FROM request_budget WHERE host=?",
+                                   (key,)).fetchone()
+                level, answer = step(None if row is None else Level(row[0], row[1]))
+                conn.execute("INSERT INTO request_budget (host, tokens, at) VALUES (?,?,?)"
+                             " ON CONFLICT(host) DO UPDATE SET tokens=excluded.tokens,"
+                             " at=excluded.at", (key, level.tokens, level.at))
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        return answer
 
     # -- intake ------------------------------------------------------------------------------
 

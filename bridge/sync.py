@@ -187,7 +187,9 @@ class Worker:
         self.settings: SyncConfig = config.sync
         self.store = store
         self.stop = stop or threading.Event()
-        self.budgets = budgets or BudgetRegistry(self.settings.requests_per_minute)
+        # Kept in the store: restarts and a backfill beside ``serve`` spend one budget.
+        self.budgets = budgets or BudgetRegistry(self.settings.requests_per_minute,
+                                                 ledger=store)
         factory = client_factory or self._client
         self.projects = {
             project.name: ProjectSync(project, factory(project, self.budgets, self.stop), store)

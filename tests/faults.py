@@ -171,6 +171,10 @@ class StoreReader:
         return int(self._query(
             "SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")[0][0])
 
+    def indexes_built(self) -> int:
+        """Projects whose phone index has been built and saved."""
+        return int(self._query("SELECT COUNT(*) FROM index_meta")[0][0])
+
     def integrity(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
 

@@ -47,6 +47,10 @@ def writes_failing(pid: int) -> Iterator[None]:
         process.rlimit(psutil.RLIMIT_FSIZE, limits)
 
 
+def imports(sim: RedcapSimulator) -> int:
+    return sum(call.action == "import" for call in sim.calls)
+
+
 def post(url: str, params: dict[str, str]) -> int:
     signature = sign(url, params, AUTH_TOKEN)
     return requests.post(url, data=params, headers={"X-Twilio-Signature": signature},
@@ -67,22 +71,24 @@ def test_unwritable_store_answers_503_fails_readyz_and_recovers_without_a_restar
         assert post(url, twilio_params("STOP")) == 200
         assert wait_for(lambda: project.value("1", "sms_opted_out___1") == "1")
 
-        # The worker is waiting on REDCap with a START in hand when the disk goes.
+        # The worker's import of a START has reached REDCap, which answers a second later,
+        # when the disk goes.
         sim.latency_seconds = 1.0
         assert post(url, twilio_params("START")) == 200
-        assert wait_for(lambda: store.status_counts().get("running") == 1, step=0.01)
+        assert wait_for(lambda: imports(sim) == 2, step=0.01)
         refused = twilio_params("STOP", OTHER)
         with writes_failing(bridge.proc.pid):
+            failed_at = time.monotonic()
             assert post(url, refused) == 503
             ready = requests.get(bridge.url + "/readyz", timeout=10)
             assert ready.status_code == 503
             assert "store not writable" in ready.text
             assert requests.get(bridge.url + "/healthz", timeout=10).status_code == 200
-            # REDCap applies the START (and answers a second later), but the worker cannot
-            # record that it did.
-            assert wait_for(lambda: project.value("1", "sms_opted_out___1") == "0")
+            # REDCap applied the START, but the worker cannot record that it did.
+            assert project.value("1", "sms_opted_out___1") == "0"
             time.sleep(1.5)
             assert store.status_counts().get("running") == 1
+            assert [call for call in sim.calls if call.time > failed_at] == []
         sim.latency_seconds = 0.0
 
         # The disk is back: ready again, and the orphaned job is finished without a restart.
@@ -105,6 +111,36 @@ def test_unwritable_store_answers_503_fails_readyz_and_recovers_without_a_restar
     assert "could not record the outcome of 1 jobs (disk I/O error)" in logs
     assert "disk I/O error" in logs  # the cause, not a follow-on error
     assert "jobs left in progress" not in logs
+
+
+def test_no_redcap_request_is_sent_while_its_budget_token_cannot_be_recorded(
+        tmp_path: Path, sim: RedcapSimulator) -> None:
+    """The request budget is kept in the store; a token it cannot record is not spent."""
+    project = classic_project({"1": PARTICIPANT})
+    token = sim.add_project(project)
+    port = free_port()
+    config = serve_config(tmp_path, sim, token, port)
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token}
+    store = StoreReader(tmp_path / "bridge.db")
+    with BridgeProcess(config, port, env=env, pipe_logs=True) as bridge:
+        assert bridge.proc is not None
+        url = bridge.url + "/twilio/sms"
+        assert wait_for(lambda: store.indexes_built() == 1)
+        # The disk goes while the worker reads the record back before its import.
+        sim.latency_seconds = 1.0
+        exports = len(sim.calls)
+        assert post(url, twilio_params("STOP")) == 200
+        assert wait_for(lambda: len(sim.calls) > exports and sim.calls[-1].action == "export",
+                        step=0.01)
+        with writes_failing(bridge.proc.pid):
+            time.sleep(2.5)
+            assert imports(sim) == 0
+            assert project.value("1", "sms_opted_out___1") == "0"
+        sim.latency_seconds = 0.0
+        assert wait_for(lambda: project.value("1", "sms_opted_out___1") == "1")
+        assert wait_for(lambda: store.open_jobs() == 0), store.status_counts()
+        assert bridge.stop() == 0
+    assert project.imports_per_record == {"1": 1}
 
 
 def test_an_unusable_store_path_stops_start_up_with_a_clear_message(
