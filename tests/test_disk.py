@@ -26,7 +26,7 @@ import psutil
 import requests
 
 from bridge.inbound import sign
-from bridge.sim import RedcapSimulator
+from bridge.sim import RedcapSimulator, SimProject
 from tests.conftest import AUTH_TOKEN, PARTICIPANT, classic_project, twilio_params
 from tests.faults import StoreReader, wait_for
 from tests.process import BridgeProcess, free_port
@@ -57,17 +57,25 @@ def post(url: str, params: dict[str, str]) -> int:
                          timeout=10).status_code
 
 
-def test_unwritable_store_answers_503_fails_readyz_and_recovers_without_a_restart(
-        tmp_path: Path, sim: RedcapSimulator) -> None:
-    project = classic_project({"1": PARTICIPANT, "2": OTHER})
+@contextmanager
+def serving(tmp_path: Path, sim: RedcapSimulator, records: dict[str, str],
+            ) -> Iterator[tuple[BridgeProcess, SimProject, StoreReader]]:
+    """The bridge serving a project with these records; its log goes through a pipe."""
+    project = classic_project(records)
     token = sim.add_project(project)
     port = free_port()
     config = serve_config(tmp_path, sim, token, port)
     env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token}
-    store = StoreReader(tmp_path / "bridge.db")
     with BridgeProcess(config, port, env=env, pipe_logs=True) as bridge:
-        url = bridge.url + "/twilio/sms"
         assert bridge.proc is not None
+        yield bridge, project, StoreReader(tmp_path / "bridge.db")
+
+
+def test_unwritable_store_answers_503_fails_readyz_and_recovers_without_a_restart(
+        tmp_path: Path, sim: RedcapSimulator) -> None:
+    with serving(tmp_path, sim, {"1": PARTICIPANT, "2": OTHER}) as (bridge, project, store):
+        assert bridge.proc is not None
+        url = bridge.url + "/twilio/sms"
         assert post(url, twilio_params("STOP")) == 200
         assert wait_for(lambda: project.value("1", "sms_opted_out___1") == "1")
 
@@ -116,13 +124,7 @@ def test_unwritable_store_answers_503_fails_readyz_and_recovers_without_a_restar
 def test_no_redcap_request_is_sent_while_its_budget_token_cannot_be_recorded(
         tmp_path: Path, sim: RedcapSimulator) -> None:
     """The request budget is kept in the store; a token it cannot record is not spent."""
-    project = classic_project({"1": PARTICIPANT})
-    token = sim.add_project(project)
-    port = free_port()
-    config = serve_config(tmp_path, sim, token, port)
-    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token}
-    store = StoreReader(tmp_path / "bridge.db")
-    with BridgeProcess(config, port, env=env, pipe_logs=True) as bridge:
+    with serving(tmp_path, sim, {"1": PARTICIPANT}) as (bridge, project, store):
         assert bridge.proc is not None
         url = bridge.url + "/twilio/sms"
         assert wait_for(lambda: store.indexes_built() == 1)
