@@ -1,9 +1,10 @@
 """REDCap API client: the only module that speaks HTTP to REDCap.
 
 Every failure comes out as ``RedcapError`` with ``permanent`` set, so callers decide between
-retrying (network trouble, timeouts, 5xx, 429) and stopping to tell a person (403 token or
-rights, 400 unknown field or invalid value). Every request first takes a token from the
-host's ``RequestBudget``. Tokens never appear in logs or error messages.
+retrying (network trouble, timeouts, 5xx, 429, and redirects, which are never followed) and
+stopping to tell a person (403 token or rights, 400 unknown field or invalid value). Every
+request first takes a token from the host's ``RequestBudget``. Tokens never appear in logs or
+error messages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -93,7 +95,11 @@ class RedcapClient:
             raise StopRequested()
         started = time.perf_counter()
         try:
-            response = self.session.post(self.url, data=data, timeout=self.timeout)
+            # Never follow a redirect: requests would resend a 307/308's body, token and all,
+            # to wherever it points, and turn a 301/302 into a GET that loses the import; and
+            # each hop would be a request the budget did not count.
+            response = self.session.post(self.url, data=data, timeout=self.timeout,
+                                         allow_redirects=False)
         except requests.Timeout as exc:
             self._observe(content, "timeout", started)
             raise RedcapError(f"REDCap did not answer within {self.timeout:g} s",
@@ -256,6 +262,15 @@ def _expect(value: object, kind: type, what: str):
 
 def _error_from(response: requests.Response) -> RedcapError:
     status = response.status_code
+    if 300 <= status < 400:
+        # Retried, not failed: a load balancer may redirect to a page during maintenance.
+        # The target is named without its query or user part, which may carry secrets.
+        target = urlsplit(response.headers.get("Location", ""))
+        where = urlunsplit(target._replace(netloc=target.netloc.rpartition("@")[2],
+                                           query="", fragment="")) or "nowhere"
+        return RedcapError(f"REDCap HTTP {status}: redirected to {where}, not followed; if"
+                           " that is the API's real address, set redcap.url to it",
+                           permanent=False, status=status)
     message = _error_message(response)
     if status == 429 or status >= 500:
         return RedcapError(f"REDCap HTTP {status}: {message}", permanent=False, status=status)

@@ -1,4 +1,5 @@
-"""Shared pieces of the fault tests: a Twilio-like sender, the expected consent state, store reads.
+"""Shared pieces of the fault tests: a Twilio-like sender, the expected consent state, store
+reads, and a server that answers with redirects.
 
 The expected state is computed from the event sequence alone, independently of the bridge's
 code: a fold over one phone's opt-out and opt-in events in arrival order. It is the reference
@@ -8,10 +9,12 @@ the crash, outage and ordering tests hold the bridge to.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -196,3 +199,31 @@ def expected_states(events: Iterable[Event], received_at: dict[str, str],
                 per_phone[event.phone].append((event.action, received_at[event.sid]))
     return {phone: fold(sorted(items, key=lambda item: item[1]))
             for phone, items in per_phone.items()}
+
+
+class Redirector:
+    """An HTTP server that answers every request with a redirect to ``target``."""
+
+    def __init__(self, status: int, target: str) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -30,6 +30,7 @@ from tests.conftest import (
     standard_metadata,
 )
 from tests.fake_twilio import FakeAccount, FakeNumber, FakeService, FakeTwilio, serve
+from tests.faults import Redirector
 from tests.opsutil import bridge_yaml, project_entry, run_cli
 from tests.process import ROOT, free_port
 
@@ -177,6 +178,23 @@ def test_unreachable_url(tmp_path: Path, sim: RedcapSimulator) -> None:
     assert "cannot reach REDCap" in result.summary and url in result.hint
     assert {r.status for r in report.results[2:]} == {Status.SKIP}
     assert len(report.results) == 11  # config, reachable, and nine not run
+
+
+def test_a_redirecting_url_is_explained_and_not_followed(tmp_path: Path,
+                                                         sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    redirector = Redirector(301, sim.api_url.replace("http://", "https://"))
+    try:
+        report = run_checks(bridge_yaml(tmp_path, [{
+            **project_entry(sim, token), "redcap": {"url": redirector.url, "token": token}}]))
+    finally:
+        redirector.close()
+    result = only(report, "redcap.reachable")
+    assert result.status is Status.FAIL
+    assert "redirects elsewhere: REDCap HTTP 301: redirected to https://" in result.summary
+    assert "set redcap.url" in result.hint
+    assert {r.status for r in report.results[2:]} == {Status.SKIP}
+    assert sim.calls == []
 
 
 def test_banned_ip_is_explained(tmp_path: Path, sim: RedcapSimulator) -> None:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge.config import RedcapTarget
 from bridge.sim import Fault, RedcapSimulator, SimProject, make_metadata
 from tests.conftest import (
     PARTICIPANT,
@@ -18,6 +19,7 @@ from tests.conftest import (
     project_config,
     twilio_params,
 )
+from tests.faults import Redirector
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 OTHER = "+12025550143"
@@ -224,6 +226,29 @@ def test_transient_failure_backs_off(sim: RedcapSimulator,
     assert row["status"] == "pending"
     assert "503" in row["last_error"]
     assert 29 <= row["next_attempt_at"] - time.time() <= 61
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
+        status: int, sim: RedcapSimulator, make_bridge: Callable[..., Bridge]) -> None:
+    """A 307/308 would resend the token to the redirect's target, a 301/302 lose the import."""
+    project = classic_project({"1": PARTICIPANT})
+    token = sim.add_project(project)
+    redirector = Redirector(status, sim.api_url + "?session=secret")
+    try:
+        bridge = make_bridge([project_config(sim, token,
+                                             redcap=RedcapTarget(redirector.url, token))])
+        bridge.text("STOP")
+        bridge.worker.tick()
+    finally:
+        redirector.close()
+    row = bridge.store.read().execute("SELECT status, last_error FROM jobs").fetchone()
+    assert row["status"] == "pending"  # retried later: maintenance redirects end
+    assert f"REDCap HTTP {status}: redirected to {sim.api_url}, not followed" in \
+        row["last_error"]
+    assert "secret" not in row["last_error"]
+    assert redirector.requests == 1  # one request, one budget token
+    assert sim.calls == []
 
 
 def test_bad_token_fails_permanently_with_redcaps_message(

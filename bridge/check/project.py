@@ -98,6 +98,13 @@ def _version(checks: _Checks, client: RedcapClient) -> bool | None:
     try:
         version = client.version()
     except RedcapError as exc:
+        if exc.status is not None and 300 <= exc.status < 400:
+            checks.add("redcap.reachable", Status.FAIL, f"{url} redirects elsewhere: {exc.message}",
+                       "set redcap.url to the address REDCap's API answers at itself, usually"
+                       " https://<your REDCap>/api/ (the bridge does not follow redirects: a"
+                       " redirect would take the token along, or turn an import into a GET)")
+            checks.skip(later, "REDCap does not answer at this address")
+            return None
         if not exc.permanent:
             checks.add("redcap.reachable", Status.FAIL, f"cannot reach REDCap: {exc.message}",
                        f"check redcap.url ({url}) and that this machine can reach it (DNS,"
