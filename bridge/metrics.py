@@ -30,6 +30,10 @@ REDCAP_LATENCY = Histogram(
     "bridge_redcap_request_seconds", "REDCap API request latency", ["content"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+REDCAP_BUDGET_WAIT = Counter(
+    "bridge_redcap_budget_wait_seconds_total",
+    "Seconds REDCap requests waited for the request budget, by REDCap host", ["host"],
+)
 JOB_OUTCOMES = Counter(
     "bridge_job_outcomes_total", "Jobs finished by project and outcome", ["project", "outcome"],
 )

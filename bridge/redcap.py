@@ -70,6 +70,7 @@ class RedcapClient:
                  session: requests.Session | None = None,
                  stop: threading.Event | None = None) -> None:
         self.url = url
+        self.host = urlsplit(url).netloc.lower()
         self._token = token
         self.budget = budget
         self.timeout = timeout
@@ -91,9 +92,12 @@ class RedcapClient:
             else:
                 for index, item in enumerate(value):
                     data[f"{key}[{index}]"] = item
+        waiting = time.perf_counter()
         if not self.budget.acquire(self.stop):
             raise StopRequested()
         started = time.perf_counter()
+        # Steady growth means the budget, not REDCap, sets the pace (a backlog drains).
+        metrics.REDCAP_BUDGET_WAIT.labels(host=self.host).inc(started - waiting)
         try:
             # Never follow a redirect: requests would resend a 307/308's body, token and all,
             # to wherever it points, and turn a 301/302 into a GET that loses the import; and

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prometheus_client import REGISTRY
+
 from bridge.budget import BudgetRegistry
 from bridge.sim import Fault, RedcapSimulator
 from bridge.sync import Worker
 from tests.conftest import Bridge, classic_project, project_config, replace
+
+WAIT = "bridge_redcap_budget_wait_seconds_total"
 
 
 def import_sizes(sim: RedcapSimulator) -> list[int]:
@@ -66,8 +70,12 @@ def test_the_budget_holds_through_an_outage_and_the_backlog_after_it(
         sim.inject(Fault.reset(), times=3)
         sim.inject(Fault.slow(0.5), times=2)  # REDCap slow: the client gives up, retries
         sim.inject(Fault.status(500), times=4)
+        host = {"host": sim.api_url.split("/")[2]}
+        waited_before = REGISTRY.get_sample_value(WAIT, host) or 0.0
         worker.drain()
         assert not sim.banned
+        # the time spent waiting for tokens shows on /metrics
+        assert (REGISTRY.get_sample_value(WAIT, host) or 0.0) - waited_before >= 1.0
         assert sim.max_calls_in_window(1.0) <= 10
         assert len(sim.calls) > 3 * 10  # several windows full: the budget paced them
         assert bridge.job_statuses() == ["applied"] * 40
