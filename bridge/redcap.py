@@ -108,6 +108,9 @@ class RedcapClient:
             self._observe(content, "timeout", started)
             raise RedcapError(f"REDCap did not answer within {self.timeout:g} s",
                               permanent=False) from exc
+        except requests.exceptions.SSLError as exc:
+            self._observe(content, "tls_error", started)
+            raise RedcapError(_tls_problem(exc), permanent=False) from exc
         except requests.RequestException as exc:
             self._observe(content, "connection_error", started)
             raise RedcapError(f"cannot reach REDCap: {type(exc).__name__}",
@@ -262,6 +265,25 @@ def _expect(value: object, kind: type, what: str):
     if not isinstance(value, kind):
         raise RedcapError(f"REDCap answered {what} with an unexpected shape", permanent=False)
     return value
+
+
+_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(')]+)")
+
+
+def _tls_problem(exc: requests.exceptions.SSLError) -> str:
+    """What went wrong with TLS, and the usual fix when REDCap's certificate is not trusted.
+
+    Universities often sign their servers' certificates with their own CA, which the CA
+    bundle requests uses (certifi's, not the system's) does not include.
+    """
+    failed = _VERIFY_FAILED.search(str(exc))
+    if failed is None:
+        return f"cannot reach REDCap: TLS failed ({type(exc).__name__})"
+    return (f"cannot reach REDCap: its TLS certificate is not trusted here"
+            f" ({failed.group(1).strip()}); if your institution signs its own certificates,"
+            " set REQUESTS_CA_BUNDLE in the bridge's environment to a file holding its CA"
+            " (on Debian and Ubuntu, /etc/ssl/certs/ca-certificates.crt once the CA is"
+            " installed there)")
 
 
 def _error_from(response: requests.Response) -> RedcapError:

@@ -1,5 +1,5 @@
 """Shared pieces of the fault tests: a Twilio-like sender, the expected consent state, store
-reads, and a server that answers with redirects.
+reads, and servers in front of REDCap (one that redirects, one with an institution's TLS).
 
 The expected state is computed from the event sequence alone, independently of the bridge's
 code: a fold over one phone's opt-out and opt-in events in arrival order. It is the reference
@@ -9,6 +9,7 @@ the crash, outage and ordering tests hold the bridge to.
 from __future__ import annotations
 
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -201,29 +202,63 @@ def expected_states(events: Iterable[Event], received_at: dict[str, str],
             for phone, items in per_phone.items()}
 
 
-class Redirector:
-    """An HTTP server that answers every request with a redirect to ``target``."""
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1, in a thread, answering POSTs with ``answer``."""
 
-    def __init__(self, status: int, target: str) -> None:
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler, bytes], None],
+                 tls: ssl.SSLContext | None = None) -> None:
         self.requests = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 outer.requests += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(status)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                answer(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
             def log_message(self, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/api/"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}/api/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Redirector(LoopbackServer):
+    """Answers every request with a redirect to ``target``."""
+
+    def __init__(self, status: int, target: str) -> None:
+        def redirect(handler: BaseHTTPRequestHandler, _body: bytes) -> None:
+            handler.send_response(status)
+            handler.send_header("Location", target)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        super().__init__(redirect)
+
+
+class TlsFront(LoopbackServer):
+    """HTTPS in front of the simulator, with a certificate no public CA signed: a REDCap whose
+    certificate comes from its institution's own CA (``CERT``, for 127.0.0.1)."""
+
+    CERT = Path(__file__).resolve().parent / "data" / "smtp-localhost.crt"
+
+    def __init__(self, api_url: str) -> None:
+        def relay(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+            answer = requests.post(api_url, data=body, timeout=10, headers={
+                "Content-Type": handler.headers.get("Content-Type", "")})
+            handler.send_response(answer.status_code)
+            handler.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+            handler.send_header("Content-Length", str(len(answer.content)))
+            handler.end_headers()
+            handler.wfile.write(answer.content)
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.CERT, self.CERT.with_suffix(".key"))
+        super().__init__(relay, tls=context)

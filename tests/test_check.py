@@ -30,7 +30,7 @@ from tests.conftest import (
     standard_metadata,
 )
 from tests.fake_twilio import FakeAccount, FakeNumber, FakeService, FakeTwilio, serve
-from tests.faults import Redirector
+from tests.faults import Redirector, TlsFront
 from tests.opsutil import bridge_yaml, project_entry, run_cli
 from tests.process import ROOT, free_port
 
@@ -175,7 +175,7 @@ def test_unreachable_url(tmp_path: Path, sim: RedcapSimulator) -> None:
                                                 "redcap": {"url": url, "token": token}}]))
     result = only(report, "redcap.reachable")
     assert result.status is Status.FAIL
-    assert "cannot reach REDCap" in result.summary and url in result.hint
+    assert result.summary.count("cannot reach REDCap") == 1 and url in result.hint
     assert {r.status for r in report.results[2:]} == {Status.SKIP}
     assert len(report.results) == 11  # config, reachable, and nine not run
 
@@ -195,6 +195,27 @@ def test_a_redirecting_url_is_explained_and_not_followed(tmp_path: Path,
     assert "set redcap.url" in result.hint
     assert {r.status for r in report.results[2:]} == {Status.SKIP}
     assert sim.calls == []
+
+
+def test_redcap_with_an_institutional_certificate(tmp_path: Path, sim: RedcapSimulator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    token = sim.add_project(classic_project({"1": "555-867-5309"}))
+    front = TlsFront(sim.api_url)
+    try:
+        config = bridge_yaml(tmp_path, [{**project_entry(sim, token),
+                                         "redcap": {"url": front.url, "token": token}}])
+        untrusted = run_checks(config)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TlsFront.CERT))  # the institution's CA
+        trusted = run_checks(config)
+    finally:
+        front.close()
+    result = only(untrusted, "redcap.reachable")
+    assert result.status is Status.FAIL
+    assert "its TLS certificate is not trusted here (self-signed certificate" in result.summary
+    assert "set REQUESTS_CA_BUNDLE" in result.summary and "Environment=" in result.hint
+    assert {r.status for r in untrusted.results[2:]} == {Status.SKIP}
+    assert only(trusted, "redcap.reachable").status is Status.OK
+    assert failures(trusted) == []
 
 
 def test_banned_ip_is_explained(tmp_path: Path, sim: RedcapSimulator) -> None:

@@ -19,7 +19,7 @@ from tests.conftest import (
     project_config,
     twilio_params,
 )
-from tests.faults import Redirector
+from tests.faults import Redirector, TlsFront
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 OTHER = "+12025550143"
@@ -249,6 +249,28 @@ def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
     assert "secret" not in row["last_error"]
     assert redirector.requests == 1  # one request, one budget token
     assert sim.calls == []
+
+
+def test_an_untrusted_certificate_is_retried_with_the_fix_in_the_error(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    project = classic_project({"1": PARTICIPANT})
+    token = sim.add_project(project)
+    front = TlsFront(sim.api_url)
+    try:
+        bridge = make_bridge([project_config(sim, token, redcap=RedcapTarget(front.url, token))])
+        bridge.text("STOP")
+        bridge.worker.tick()
+        row = bridge.store.read().execute("SELECT status, last_error FROM jobs").fetchone()
+        assert row["status"] == "pending"
+        assert "TLS certificate is not trusted here" in row["last_error"]
+        assert "REQUESTS_CA_BUNDLE" in row["last_error"]
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TlsFront.CERT))  # the operator's fix
+        bridge.drain()
+    finally:
+        front.close()
+    assert bridge.job_statuses() == ["applied"]
+    assert project.value("1", "sms_opted_out___1") == "1"
 
 
 def test_bad_token_fails_permanently_with_redcaps_message(

@@ -105,8 +105,16 @@ def _version(checks: _Checks, client: RedcapClient) -> bool | None:
                        " redirect would take the token along, or turn an import into a GET)")
             checks.skip(later, "REDCap does not answer at this address")
             return None
+        if "TLS certificate is not trusted" in exc.message:
+            checks.add("redcap.reachable", Status.FAIL, exc.message,
+                       "ask the REDCap administrator which CA signs the server's certificate,"
+                       " and set REQUESTS_CA_BUNDLE where the bridge runs (the systemd unit's"
+                       " Environment=, the container's environment) as well as for check")
+            checks.skip(later, "REDCap not reachable")
+            return None
         if not exc.permanent:
-            checks.add("redcap.reachable", Status.FAIL, f"cannot reach REDCap: {exc.message}",
+            reason = exc.message.removeprefix("cannot reach REDCap: ")
+            checks.add("redcap.reachable", Status.FAIL, f"cannot reach REDCap: {reason}",
                        f"check redcap.url ({url}) and that this machine can reach it (DNS,"
                        " firewall, proxy). HTTP 429 means REDCap has banned this IP address for"
                        " too many requests: ask the REDCap administrator to lift the ban")
