@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bridge.config import ProjectConfig
+from bridge.cooperative import yielding
 from bridge.phones import to_e164
 from bridge.redcap import ProjectInfo, RedcapClient
 from bridge.store import Store, iso, utcnow
@@ -74,8 +75,8 @@ class PhoneIndex:
         id_field, phone_field = info.record_id_field, self.project.phone_field
         region = self.project.default_region
         found: dict[str, tuple[str, ...]] = {}  # record -> its numbers (none: no usable one)
-        for row in client.iter_records([id_field, phone_field], events=events,
-                                       date_range_begin=since):
+        for row in yielding(client.iter_records([id_field, phone_field], events=events,
+                                                date_range_begin=since)):
             record = row.get(id_field, "")
             if not record:
                 continue

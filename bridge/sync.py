@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from bridge import metrics
 from bridge.budget import BudgetRegistry
 from bridge.config import Config, ProjectConfig, SyncConfig
+from bridge.cooperative import yielding
 from bridge.phone_index import PhoneIndex
 from bridge.phones import mask
 from bridge.redcap import ProjectInfo, RedcapClient, RedcapError, StopRequested
@@ -287,7 +288,7 @@ class Worker:
         def finish(outcomes: Sequence[JobOutcome]) -> None:
             nonlocal finished
             self.store.finish(outcomes)
-            for outcome in outcomes:
+            for outcome in yielding(outcomes):
                 open_jobs.pop(outcome.job.id, None)
                 metrics.JOB_OUTCOMES.labels(project=sync.project.name,
                                             outcome=outcome.status).inc()
@@ -349,7 +350,7 @@ class Worker:
             sync.index.refresh(sync.client, info, full=True)
         targets = [Target(job, sync.index.lookup(job.phone),
                           self.store.previous_action(job) == job.action)
-                   for job in latest.values()]
+                   for job in yielding(latest.values())]
         newest_miss = max((t.job.event_at for t in targets if not t.records), default=None)
         if newest_miss is not None and sync.index.refreshed_at is not None and \
                 sync.index.refreshed_at.isoformat() < newest_miss:
@@ -377,7 +378,7 @@ class Worker:
             current = self.current_values(sync, info, records)
             rows: dict[tuple[str, str], dict[str, str]] = {}
             outcomes: list[JobOutcome] = []
-            for target in chunk:
+            for target in yielding(chunk):
                 present = [r for r in target.records if r in current]
                 if not present:
                     outcomes.append(self._unmatched(project, target.job))
