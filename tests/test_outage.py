@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge.budget import RequestBudget
-from bridge.sim import Call, Fault, RedcapSimulator
+from bridge.sim import Fault, RedcapSimulator, most_in_window
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BRIDGE_NUMBER, classic_project
 from tests.faults import MESSAGES, Event, StoreReader, TwilioSender, expected_states, wait_for
 from tests.process import BridgeProcess, free_port, heart_study_config
@@ -40,16 +40,6 @@ def outage_config(tmp_path: Path, api_url: str, port: int) -> Path:
                                     "retry_base_seconds": 0.02, "retry_max_seconds": 0.1,
                                     "request_timeout_seconds": 0.5,
                                     "requests_per_minute": REQUESTS_PER_MINUTE})
-
-
-def max_in_window(calls: list[Call], seconds: float = 60.0) -> int:
-    times = sorted(call.time for call in calls)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - seconds:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @pytest.mark.slow
@@ -137,7 +127,7 @@ def test_every_event_survives_a_redcap_outage_and_the_drain_stays_within_budget(
 
     calls = [call for sim in sims for call in sim.calls]
     assert not any(sim.banned for sim in sims)
-    assert max_in_window(calls) <= REQUESTS_PER_MINUTE
+    assert most_in_window(call.time for call in calls) <= REQUESTS_PER_MINUTE
     # The budget, not the worker's own pace, set the rate: it was used up during the outage,
     # and the drain after it waited for tokens.
     burst = RequestBudget(REQUESTS_PER_MINUTE).burst

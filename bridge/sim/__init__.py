@@ -8,7 +8,7 @@ validation, error texts and status codes, and the IP ban for exceeding the rate 
 from bridge.sim.generate import generate_project
 from bridge.sim.model import SimProject
 from bridge.sim.schema import make_metadata
-from bridge.sim.server import Call, Fault, RedcapSimulator
+from bridge.sim.server import Call, Fault, RedcapSimulator, most_in_window
 
 __all__ = [
     "Call",
@@ -17,4 +17,5 @@ __all__ = [
     "SimProject",
     "generate_project",
     "make_metadata",
+    "most_in_window",
 ]

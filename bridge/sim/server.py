@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
@@ -230,13 +231,7 @@ class RedcapSimulator:
 
     def max_calls_in_window(self, seconds: float = 60.0) -> int:
         """The most requests that arrived within any ``seconds``-long sliding window."""
-        times = sorted(call.time for call in self.calls)
-        best = start = 0
-        for end, arrival in enumerate(times):
-            while times[start] <= arrival - seconds:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return most_in_window((call.time for call in self.calls), seconds)
 
     # -- serving ------------------------------------------------------------------------
 
@@ -292,6 +287,17 @@ class RedcapSimulator:
             self._banned.add(ip)
             return True
         return False
+
+
+def most_in_window(times: Iterable[float], seconds: float = 60.0) -> int:
+    """The most of ``times`` within any ``seconds``-long sliding window (REDCap's count)."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def _fault_message(code: int) -> str:
