@@ -104,6 +104,11 @@ class RequestBudget:
                 time.sleep(wait)
 
 
+def host_of(url: str) -> str:
+    """The budget's key for a REDCap URL: its host and port, as REDCap's limit counts per server."""
+    return urlsplit(url).netloc.lower()
+
+
 class BudgetRegistry:
     """One budget per REDCap host, shared by every project on that host.
 
@@ -121,7 +126,7 @@ class BudgetRegistry:
         self._lock = threading.Lock()
 
     def for_url(self, url: str) -> RequestBudget:
-        host = urlsplit(url).netloc.lower()
+        host = host_of(url)
         with self._lock:
             budget = self._budgets.get(host)
             if budget is None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from bridge import metrics
-from bridge.budget import RequestBudget
+from bridge.budget import RequestBudget, host_of
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class RedcapClient:
                  session: requests.Session | None = None,
                  stop: threading.Event | None = None) -> None:
         self.url = url
-        self.host = urlsplit(url).netloc.lower()
+        self.host = host_of(url)
         self._token = token
         self.budget = budget
         self.timeout = timeout

@@ -604,13 +604,12 @@ def _insert_inbound(conn: sqlite3.Connection, message: NewMessage, jobs: Sequenc
     if cursor.rowcount == 0:
         return False
     message_id = cursor.lastrowid
-    event_at = received_at
     job_ids: dict[str, int] = {}
     for job in jobs:
         job_cursor = conn.execute(
             "INSERT INTO jobs (message_id, project, phone, action, event_at, status,"
             " created_at, completed_at) VALUES (?,?,?,?,?,?,?,?)",
-            (message_id, job.project, job.phone, job.action, event_at, job.status,
+            (message_id, job.project, job.phone, job.action, received_at, job.status,
              now, None if job.status == PENDING else now),
         )
         job_ids[job.project] = int(job_cursor.lastrowid or 0)
