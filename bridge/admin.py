@@ -12,7 +12,9 @@ and masked ones in listings unless ``show_phone=true``, as on the command line.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -21,12 +23,13 @@ from bridge.history import (
     BadFilter,
     EventFilter,
     HistoryError,
+    HistoryEvent,
     UnknownProject,
     check_project,
     consent_lookup,
     default_region,
     events_csv,
-    list_events,
+    iter_events,
     parse_phone,
     parse_since,
     parse_status,
@@ -83,11 +86,13 @@ def admin_blueprint(config: Config, store: Store, token: str) -> Blueprint:
             limit=_limit(args.get("limit")),
         )
         show_phone = args.get("show_phone", "").lower() in _TRUE
-        found = list_events(store, where)
-        if _wants_csv():
+        csv_wanted = _wants_csv()
+        # Streamed: a long history is never held in memory at once (bridge.history).
+        found = iter_events(store, where)
+        if csv_wanted:
             return Response(events_csv(found, show_phone), mimetype="text/csv",
                             headers={"Content-Disposition": "attachment; filename=events.csv"})
-        return jsonify(events=[event.as_dict(show_phone) for event in found])
+        return Response(_json_events(found, show_phone), mimetype="application/json")
 
     @admin.get("/consent/<path:phone>")
     def consent(phone: str) -> Response:
@@ -111,6 +116,16 @@ def _wants_csv() -> bool:
             raise BadFilter(f"unknown format {fmt!r}; expected json or csv")
         return fmt == "csv"
     return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
+
+
+def _json_events(events: Iterable[HistoryEvent], show_phone: bool) -> Iterator[str]:
+    """``{"events": [...]}``, an event at a time."""
+    separator = ""
+    yield '{"events":['
+    for event in events:
+        yield separator + json.dumps(event.as_dict(show_phone), separators=(",", ":"))
+        separator = ","
+    yield "]}\n"
 
 
 def _limit(text: str | None) -> int | None:

@@ -84,8 +84,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             status=history.parse_status(args.status) if args.status else None,
             limit=args.limit,
         )
-        events = history.list_events(store, where)
-    sys.stdout.write(history.format_events(events, args.format, args.show_phone))
+        events = history.iter_events(store, where)
+        sys.stdout.writelines(history.format_events(events, args.format, args.show_phone))
     return 0
 
 

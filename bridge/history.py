@@ -16,13 +16,14 @@ import io
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 
 from bridge.config import Config
+from bridge.cooperative import yielding
 from bridge.phones import mask, normalise
 from bridge.store import FAILED, OPEN_STATUSES, PENDING, RUNNING, Store, iso, utcnow
 
@@ -127,11 +128,15 @@ class HistoryEvent:
     message_sid: str
 
     def as_dict(self, show_phone: bool = False) -> dict[str, object]:
-        data = asdict(self)
-        data["records"] = list(self.records)
-        if not show_phone:
-            data["phone"] = mask(self.phone)
-        return data
+        # Spelled out rather than dataclasses.asdict, which deep-copies every field and was
+        # two thirds of the CPU of listing a long history.
+        return {
+            "id": self.id, "time": self.time, "project": self.project,
+            "phone": self.phone if show_phone else mask(self.phone), "event": self.event,
+            "records": list(self.records), "outcome": self.outcome, "attempts": self.attempts,
+            "last_error": self.last_error, "completed_at": self.completed_at,
+            "message_sid": self.message_sid,
+        }
 
 
 _EVENT_SQL = """
@@ -143,8 +148,15 @@ FROM jobs JOIN messages ON messages.id = jobs.message_id
 """
 
 
-def list_events(store: Store, where: EventFilter = EventFilter()) -> list[HistoryEvent]:
-    """The consent history, oldest first (the newest ``limit`` when a limit is given)."""
+def iter_events(store: Store, where: EventFilter = EventFilter(),
+                batch: int = 500) -> Iterator[HistoryEvent]:
+    """The consent history, oldest first (the newest ``limit`` when a limit is given).
+
+    One query, so one consistent snapshot, read ``batch`` rows at a time: a history of a
+    hundred thousand events streams out of the admin API without being held in memory at once
+    (listed whole it took about 2 KB and 130 µs of CPU an event). The GIL is offered between
+    rows, as in the worker, because the bridge's webhooks share the process.
+    """
     clauses: list[str] = []
     args: list[object] = []
     if where.project is not None:
@@ -160,12 +172,31 @@ def list_events(store: Store, where: EventFilter = EventFilter()) -> list[Histor
         clauses.append("jobs.status = ?")
         args.append(where.status)
     sql = _EVENT_SQL + (" WHERE " + " AND ".join(clauses) if clauses else "")
-    sql += " ORDER BY jobs.event_at DESC, jobs.id DESC"
-    if where.limit is not None:
-        sql += " LIMIT ?"
+    if where.limit is None:
+        sql += " ORDER BY jobs.event_at, jobs.id"
+    else:
+        # The newest ``limit``, turned oldest first. Only constant clauses are joined in; every
+        # value is a bound parameter.
+        newest = sql + " ORDER BY jobs.event_at DESC, jobs.id DESC LIMIT ?"
+        sql = f"SELECT * FROM ({newest}) ORDER BY event_at, id"  # noqa: S608
         args.append(where.limit)
-    rows = store.read().execute(sql, args).fetchall()
-    return [_event(row) for row in reversed(rows)]
+    # Run here, not in the generator, so a failing query raises while the caller can still
+    # answer with an error status rather than in the middle of a streamed 200.
+    cursor = store.read().execute(sql, args)
+    return _stream(cursor, batch)
+
+
+def _stream(cursor: sqlite3.Cursor, batch: int) -> Iterator[HistoryEvent]:
+    try:
+        while rows := cursor.fetchmany(batch):
+            yield from (_event(row) for row in yielding(rows))
+    finally:
+        cursor.close()  # ends the read snapshot also when the reader stops early
+
+
+def list_events(store: Store, where: EventFilter = EventFilter()) -> list[HistoryEvent]:
+    """``iter_events`` as a list, for views that need every row at once (the table)."""
+    return list(iter_events(store, where))
 
 
 def _event(row: sqlite3.Row) -> HistoryEvent:
@@ -181,8 +212,9 @@ EVENT_COLUMNS = ("id", "time", "project", "phone", "event", "records", "outcome"
                  "last_error", "completed_at", "message_sid")
 
 
-def events_csv(events: Iterable[HistoryEvent], show_phone: bool = False) -> str:
-    """CSV for spreadsheets: records separated by spaces (record IDs never contain one)."""
+def events_csv(events: Iterable[HistoryEvent], show_phone: bool = False) -> Iterator[str]:
+    """CSV for spreadsheets, line by line: records separated by spaces (record IDs never
+    contain one)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EVENT_COLUMNS)
@@ -190,11 +222,21 @@ def events_csv(events: Iterable[HistoryEvent], show_phone: bool = False) -> str:
         data = event.as_dict(show_phone)
         data["records"] = " ".join(event.records)
         writer.writerow(["" if data[column] is None else data[column] for column in EVENT_COLUMNS])
-    return out.getvalue()
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
 
 
-def events_json(events: Iterable[HistoryEvent], show_phone: bool = False) -> str:
-    return json.dumps([event.as_dict(show_phone) for event in events], indent=2) + "\n"
+def events_json(events: Iterable[HistoryEvent], show_phone: bool = False) -> Iterator[str]:
+    """What ``json.dumps(events, indent=2)`` writes, an event at a time."""
+    opening = "["
+    for event in events:
+        # Newlines inside values are escaped by json.dumps, so these are only its indentation.
+        item = json.dumps(event.as_dict(show_phone), indent=2).replace("\n", "\n  ")
+        yield f"{opening}\n  {item}"
+        opening = ","
+    yield "[]\n" if opening == "[" else "\n]\n"
 
 
 def events_table(events: Sequence[HistoryEvent], show_phone: bool = False) -> str:
@@ -210,12 +252,15 @@ def events_table(events: Sequence[HistoryEvent], show_phone: bool = False) -> st
     return _table(rows)
 
 
-def format_events(events: Sequence[HistoryEvent], fmt: str, show_phone: bool = False) -> str:
+def format_events(events: Iterable[HistoryEvent], fmt: str, show_phone: bool = False
+                  ) -> Iterator[str]:
+    """The history as ``fmt`` (one of FORMATS), in pieces; CSV and JSON stream, the table
+    needs every row for its column widths."""
     if fmt == "csv":
         return events_csv(events, show_phone)
     if fmt == "json":
         return events_json(events, show_phone)
-    return events_table(events, show_phone)
+    return iter([events_table(list(events), show_phone)])
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -95,6 +95,28 @@ def test_events_csv_by_format_or_accept_header(bridge: Bridge) -> None:
         assert [row["outcome"] for row in rows] == ["applied", "help"]
 
 
+def test_a_long_history_streams_whole_and_in_order(bridge: Bridge) -> None:
+    """More events than one read batch: every one arrives, oldest first, from a streamed
+    answer (a long history is never built in memory at once)."""
+    senders = [f"+1312555{n:04d}" for n in range(1200)]
+    for sender in senders:
+        bridge.text("STOP", sender)
+    for query in ("", "?format=csv"):
+        response = bridge.client.get(f"/admin/events{query}", headers=AUTH)
+        assert response.status_code == 200 and response.is_streamed
+        if query:
+            events = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+        else:
+            events = response.get_json()["events"]
+        assert len(events) == 2 + len(senders)
+        assert [int(e["id"]) for e in events] == sorted(int(e["id"]) for e in events)
+        assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+        assert {e["phone"] for e in events[2:]} == {"+1312***" + s[-4:] for s in senders}
+    newest = bridge.client.get("/admin/events?limit=600&show_phone=1",
+                               headers=AUTH).get_json()["events"]
+    assert [e["phone"] for e in newest] == senders[-600:]
+
+
 def test_events_filters(bridge: Bridge) -> None:
     def outcomes(query: str) -> list[str]:
         response = bridge.client.get(f"/admin/events?{query}", headers=AUTH)

@@ -100,6 +100,28 @@ def test_events_json_with_filters(traffic: Traffic, capsys: pytest.CaptureFixtur
     assert ids("--limit", "2") == every[2:]
 
 
+def test_events_stream_in_batches_oldest_first(traffic: Traffic) -> None:
+    store = traffic.bridge.store
+    every = history.list_events(store)
+    assert [event.id for event in every] == sorted(event.id for event in every)
+    assert list(history.iter_events(store, batch=1)) == every
+    newest = history.EventFilter(limit=3)
+    assert list(history.iter_events(store, newest, batch=2)) == every[1:]
+
+
+def test_events_json_is_what_json_dumps_writes(traffic: Traffic,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Streamed a piece at a time, the JSON is still byte for byte the whole list's."""
+    every = history.list_events(traffic.bridge.store)
+    for show in (False, True):
+        expected = json.dumps([event.as_dict(show) for event in every], indent=2) + "\n"
+        assert "".join(history.events_json(every, show)) == expected
+    assert events_cli(capsys, traffic.config, "--format", "json") == expected.replace(
+        PARTICIPANT, "+1555***5309").replace(OTHER, "+1202***0143").replace(
+        STRANGER, "+1312***0199")
+    assert "".join(history.events_json([])) == json.dumps([], indent=2) + "\n"
+
+
 def test_empty_history(tmp_path: Path, sim: RedcapSimulator,
                        capsys: pytest.CaptureFixture[str]) -> None:
     token = sim.add_project(classic_project())
