@@ -41,6 +41,10 @@ class RedcapError(Exception):
         self.records = records
 
 
+class UntrustedCertificate(RedcapError):
+    """REDCap's TLS certificate did not verify: retried, but a person must supply the CA."""
+
+
 class StopRequested(Exception):
     """The process is shutting down while waiting for the request budget."""
 
@@ -110,7 +114,7 @@ class RedcapClient:
                               permanent=False) from exc
         except requests.exceptions.SSLError as exc:
             self._observe(content, "tls_error", started)
-            raise RedcapError(_tls_problem(exc), permanent=False) from exc
+            raise _tls_problem(exc) from exc
         except requests.RequestException as exc:
             self._observe(content, "connection_error", started)
             raise RedcapError(f"cannot reach REDCap: {type(exc).__name__}",
@@ -270,7 +274,7 @@ def _expect(value: object, kind: type, what: str):
 _VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(')]+)")
 
 
-def _tls_problem(exc: requests.exceptions.SSLError) -> str:
+def _tls_problem(exc: requests.exceptions.SSLError) -> RedcapError:
     """What went wrong with TLS, and the usual fix when REDCap's certificate is not trusted.
 
     Universities often sign their servers' certificates with their own CA, which the CA
@@ -278,12 +282,14 @@ def _tls_problem(exc: requests.exceptions.SSLError) -> str:
     """
     failed = _VERIFY_FAILED.search(str(exc))
     if failed is None:
-        return f"cannot reach REDCap: TLS failed ({type(exc).__name__})"
-    return (f"cannot reach REDCap: its TLS certificate is not trusted here"
-            f" ({failed.group(1).strip()}); if your institution signs its own certificates,"
-            " set REQUESTS_CA_BUNDLE in the bridge's environment to a file holding its CA"
-            " (on Debian and Ubuntu, /etc/ssl/certs/ca-certificates.crt once the CA is"
-            " installed there)")
+        return RedcapError(f"cannot reach REDCap: TLS failed ({type(exc).__name__})",
+                           permanent=False)
+    return UntrustedCertificate(
+        f"cannot reach REDCap: its TLS certificate is not trusted here"
+        f" ({failed.group(1).strip()}); if your institution signs its own certificates,"
+        " set REQUESTS_CA_BUNDLE in the bridge's environment to a file holding its CA"
+        " (on Debian and Ubuntu, /etc/ssl/certs/ca-certificates.crt once the CA is"
+        " installed there)", permanent=False)
 
 
 def _error_from(response: requests.Response) -> RedcapError:

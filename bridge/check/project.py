@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from bridge.check.report import CheckResult, Status
 from bridge.config import ProjectConfig
 from bridge.phones import normalise
-from bridge.redcap import ProjectInfo, RedcapClient, RedcapError
+from bridge.redcap import ProjectInfo, RedcapClient, RedcapError, UntrustedCertificate
 from bridge.sync import SetupProblem, setup_problems
 
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
@@ -105,7 +105,7 @@ def _version(checks: _Checks, client: RedcapClient) -> bool | None:
                        " redirect would take the token along, or turn an import into a GET)")
             checks.skip(later, "REDCap does not answer at this address")
             return None
-        if "TLS certificate is not trusted" in exc.message:
+        if isinstance(exc, UntrustedCertificate):
             checks.add("redcap.reachable", Status.FAIL, exc.message,
                        "ask the REDCap administrator which CA signs the server's certificate,"
                        " and set REQUESTS_CA_BUNDLE where the bridge runs (the systemd unit's"
