@@ -174,6 +174,18 @@ class Forwarder:
         self._record(primary, request, relay)
         return relay
 
+    def close(self) -> None:
+        """Let the forwards in flight finish, each within its timeout, and stop the threads.
+
+        Called as the server stops, so that a secondary forward's outcome is logged and
+        counted before the process says it stopped, rather than the interpreter joining the
+        pool's threads unannounced at exit.
+        """
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _pool(self) -> ThreadPoolExecutor:

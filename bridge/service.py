@@ -25,6 +25,7 @@ from flask import Flask
 from waitress.server import create_server
 
 from bridge.config import Config
+from bridge.forward import Forwarder
 from bridge.intake import Intake
 from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
 from bridge.notify import Mailer
@@ -65,6 +66,7 @@ class Runtime:
     app: Flask
     stop: threading.Event
     scheduler: BackgroundScheduler
+    forwarder: Forwarder
     mailer: Mailer | None = None  # only with an smtp section
 
     @classmethod
@@ -79,9 +81,10 @@ class Runtime:
         def readiness() -> str | None:
             return None if scheduler.running else "scheduler not running"
 
-        app = create_app(config, store, intake, readiness=readiness)
+        forwarder = Forwarder(config.projects, server_threads=config.server.threads)
+        app = create_app(config, store, intake, readiness=readiness, forwarder=forwarder)
         return cls(config=config, store=store, intake=intake, worker=worker, app=app,
-                   stop=stop, scheduler=scheduler, mailer=mailer)
+                   stop=stop, scheduler=scheduler, forwarder=forwarder, mailer=mailer)
 
     def start_background(self) -> None:
         recovered = self.store.recover_in_flight()
@@ -108,7 +111,10 @@ class Runtime:
                          PURGE_INTERVAL_HOURS, exc)
 
     def shutdown(self) -> None:
+        """After the server has stopped taking requests: finish forwards, then background
+        jobs, then close the store they write to."""
         self.stop.set()
+        self.forwarder.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.store.close()

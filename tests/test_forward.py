@@ -269,6 +269,28 @@ def test_without_forward_targets_the_forwarder_is_idle(
     assert threading.active_count() == threads
 
 
+def test_close_waits_for_a_secondary_forward_and_records_its_outcome(
+        sim: RedcapSimulator, make_bridge: Callable[..., Bridge],
+        endpoint: SurveyEndpoint) -> None:
+    """At shutdown, a forward nobody waits for is finished and counted, not dropped."""
+    endpoint.slow_seconds = 0.5
+    first = project_config(sim, sim.add_project(classic_project()), name="b-first",
+                           forward=ForwardConfig(endpoint.url("/surveys/"), 5.0))
+    second = project_config(sim, sim.add_project(classic_project()), name="a-second",
+                            forward=ForwardConfig(endpoint.url("/slow/"), 5.0))
+    bridge = make_bridge([first, second])
+    forwarder: Forwarder = bridge.app.extensions["bridge"]["forwarder"]
+    ok = forwards("ok")
+    before = set(threading.enumerate())  # other tests' bridges may have pools of their own
+    assert post(bridge, twilio_params("7")).get_data(as_text=True) == SURVEY_TWIML
+    assert forwards("ok") == ok + 1  # the first project's answer; the slow one still runs
+    pool = [t for t in threading.enumerate() if t not in before and t.name.startswith("forward")]
+    assert pool
+    forwarder.close()
+    assert forwards("ok") == ok + 2
+    assert not any(t.is_alive() for t in pool)
+
+
 def test_a_hung_target_cannot_hold_the_threads_new_messages_need(
         tmp_path: Path, sim: RedcapSimulator, endpoint: SurveyEndpoint) -> None:
     target = ForwardConfig(endpoint.url("/slow/"), timeout_seconds=1.0)
