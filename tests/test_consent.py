@@ -459,6 +459,15 @@ def test_malformed_language_file_names_the_file(tmp_path: Path, text: str, messa
         "wrong number",
         "Stop. Who is this?",
         "Wrong number, please stop",
+        "Wrong #",  # the normal form drops a trailing "#"; the phrase rules read it as number
+        "sotp it",
+        "Please stop. I've asked before.",
+        "I want these texts to stop",
+        "She no longer wishes to be contacted",
+        "I'm dropping out of the study",
+        "consider this my withdrawal from the study",
+        "end all contact",
+        "This is spam",
     ],
 )
 def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
@@ -495,6 +504,21 @@ def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
         ("end it all", Intent.NONE),
         ("having withdrawal symptoms", Intent.NONE),
         ("I'm on leave, pause the texts", Intent.NONE),
+        ("my withdrawal symptoms are worse", Intent.NONE),
+        ("I'm dropping out of college", Intent.NONE),
+        ("I need to be taken off the medication", Intent.NONE),
+        ("I got taken out of the control group", Intent.NONE),
+        ("I had to stop using my contact lenses", Intent.NONE),
+        ("stop updating my contact info", Intent.NONE),
+        ("The texts need to stop coming so early", Intent.NONE),
+        ("I don't want to hear from you until Monday", Intent.NONE),
+        ("Do not text after 8", Intent.NONE),
+        ("How do I remove it?", Intent.NONE),
+        ("this number isn't working", Intent.NONE),
+        ("its not spam", Intent.NONE),
+        ("I always get lost finding the clinic", Intent.NONE),
+        ("answer #3", Intent.NONE),
+        ("cancel it", Intent.NONE),
     ],
 )
 def test_ordinary_replies_are_not_revocations(
@@ -527,13 +551,14 @@ def _precision_recall(
 
 # (file, precision floor, recall floor). Measured with every shipped language, see
 # bench/phrase_eval.py; floors sit a little under the measurement so only a real regression
-# fails. Only the third held-out set was never used for tuning: its recall is the estimate for
-# wording the rules have not seen.
+# fails. Only the fourth held-out set was never used for tuning (and was written by someone
+# who never saw the rules): its numbers are the estimate for wording the rules have not seen.
 LABELLED_SETS = (
-    ("revocation_messages.yaml", 0.97, 0.97),  # 0.990 (189/191), 0.995 (189/190)
-    ("revocation_messages_holdout.yaml", 0.97, 0.95),  # 1.000 (71/71), 0.986 (71/72)
-    ("revocation_messages_holdout2.yaml", 0.90, 0.93),  # 0.936 (73/78), 0.961 (73/76)
-    ("revocation_messages_holdout3.yaml", 0.95, 0.60),  # 1.000 (50/50), 0.633 (50/79)
+    ("revocation_messages.yaml", 0.97, 0.97),  # 0.990 (190/192), 1.000 (190/190)
+    ("revocation_messages_holdout.yaml", 0.97, 0.97),  # 1.000 (72/72), 1.000 (72/72)
+    ("revocation_messages_holdout2.yaml", 0.90, 0.95),  # 0.937 (74/79), 0.974 (74/76)
+    ("revocation_messages_holdout3.yaml", 0.97, 0.95),  # 1.000 (78/78), 0.987 (78/79)
+    ("revocation_messages_holdout4.yaml", 0.93, 0.80),  # 0.958 (91/95), 0.835 (91/109)
 )
 
 
