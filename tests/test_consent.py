@@ -468,6 +468,13 @@ def test_malformed_language_file_names_the_file(tmp_path: Path, text: str, messa
         "consider this my withdrawal from the study",
         "end all contact",
         "This is spam",
+        "This is spam. Reporting you.",
+        "I'd appreciate it if you could stop sending me messages",
+        "Idk who u are but stop",
+        "Stop or I'll report you",
+        "plz stp",
+        "Knock it off",
+        "New number, the previous owner must've signed up",
     ],
 )
 def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
@@ -519,6 +526,12 @@ def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
         ("I always get lost finding the clinic", Intent.NONE),
         ("answer #3", Intent.NONE),
         ("cancel it", Intent.NONE),
+        ("if I stop the meds will I get sick?", Intent.NONE),
+        ("I will report this to my doctor", Intent.NONE),
+        ("I need to call my lawyer about the will", Intent.NONE),
+        ("Stop or continue the medication?", Intent.NONE),
+        ("Just curious, how do I opt out?", Intent.NONE),
+        ("Can I unsubscribe from the emails but keep getting the texts?", Intent.NONE),
     ],
 )
 def test_ordinary_replies_are_not_revocations(
@@ -551,14 +564,15 @@ def _precision_recall(
 
 # (file, precision floor, recall floor). Measured with every shipped language, see
 # bench/phrase_eval.py; floors sit a little under the measurement so only a real regression
-# fails. Only the fourth held-out set was never used for tuning (and was written by someone
+# fails. Only the fifth held-out set was never used for tuning (and was written by someone
 # who never saw the rules): its numbers are the estimate for wording the rules have not seen.
 LABELLED_SETS = (
     ("revocation_messages.yaml", 0.97, 0.97),  # 0.990 (190/192), 1.000 (190/190)
     ("revocation_messages_holdout.yaml", 0.97, 0.97),  # 1.000 (72/72), 1.000 (72/72)
-    ("revocation_messages_holdout2.yaml", 0.90, 0.95),  # 0.937 (74/79), 0.974 (74/76)
+    ("revocation_messages_holdout2.yaml", 0.90, 0.95),  # 0.938 (75/80), 0.987 (75/76)
     ("revocation_messages_holdout3.yaml", 0.97, 0.95),  # 1.000 (78/78), 0.987 (78/79)
-    ("revocation_messages_holdout4.yaml", 0.93, 0.80),  # 0.958 (91/95), 0.835 (91/109)
+    ("revocation_messages_holdout4.yaml", 0.97, 0.97),  # 1.000 (108/108), 0.991 (108/109)
+    ("revocation_messages_holdout5.yaml", 0.89, 0.80),  # 0.923 (84/91), 0.840 (84/100)
 )
 
 
