@@ -34,11 +34,12 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.service import AlreadyRunning, serve
+    from bridge.socket_activation import SocketActivationError
     from bridge.store import StoreError
 
     try:
         return serve(config_from(args))
-    except (AlreadyRunning, StoreError) as exc:
+    except (AlreadyRunning, SocketActivationError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -22,14 +22,15 @@ from typing import IO
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from waitress.server import create_server
 
 from bridge.config import Config
 from bridge.forward import Forwarder
+from bridge.http_server import HttpServer
 from bridge.intake import Intake
 from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
 from bridge.notify import Mailer
 from bridge.retention import purge_bodies
+from bridge.socket_activation import inherited_sockets
 from bridge.store import Store, StoreError
 from bridge.sync import Worker
 from bridge.web import create_app
@@ -123,27 +124,23 @@ class Runtime:
 def serve(config: Config) -> int:
     lock = _lock_store(config.storage.path)
     runtime = Runtime.build(config)
-    # waitress reads a whole body before the app sees it: cap it there, or a client could make
-    # it buffer up to 1 GiB per request (waitress refuses a body of max_request_body_size).
-    server = create_server(runtime.app, host=config.server.host, port=config.server.port,
-                           threads=config.server.threads, ident="redcap-sms-bridge",
-                           clear_untrusted_proxy_headers=True,
-                           max_request_body_size=config.server.max_body_bytes + 1)
+    server = HttpServer(runtime.app, config.server, inherited_sockets())
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s: shutting down", signal.Signals(signum).name)
-        raise SystemExit(0)
+        server.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runtime.start_background()
-    host, port = server.effective_host, server.effective_port
-    logger.info("listening on http://%s:%s (webhook: POST /twilio/sms; %d projects)",
-                host, port, len(config.projects))
+    where = ", ".join(server.addresses())
+    if server.inherited:
+        where += " (sockets from systemd; server.host and server.port are not used)"
+    logger.info("listening on %s (webhook: POST /twilio/sms; %d projects)", where,
+                len(config.projects))
     try:
-        server.run()
+        server.serve()  # returns once stopped and every accepted request is answered
     finally:
-        server.close()
         runtime.shutdown()
         lock.close()
         logger.info("stopped")

@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_FILES: list[Path] = []
 
 
+# Run argv[2:] with the socket at fd argv[1] moved to fd 3 and systemd's variables set.
+_ACTIVATE = """import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,9 +79,14 @@ class BridgeProcess:
     """
 
     def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, pipe_logs: bool = False) -> None:
+                 log_path: Path | None = None, pipe_logs: bool = False,
+                 listen_socket: socket.socket | None = None) -> None:
+        """``listen_socket``: hand the child this listening socket the way systemd's socket
+        activation does (file descriptor 3, ``LISTEN_FDS``, ``LISTEN_PID``); ``port`` is then
+        the socket's."""
         self.config = config
         self.port = port
+        self.listen_socket = listen_socket
         self.url = f"http://127.0.0.1:{port}"
         # At DEBUG unless a test says otherwise, so the log-hygiene check sees every level.
         self.env = {"BRIDGE_LOG_LEVEL": "debug", **os.environ, **(env or {})}
@@ -82,10 +98,17 @@ class BridgeProcess:
 
     def start(self, timeout: float = 20.0) -> BridgeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        command = [sys.executable, "-m", "bridge", "serve", "--config", str(self.config)]
+        passed: tuple[int, ...] = ()
+        if self.listen_socket is not None:
+            # As systemd does: the socket as fd 3, and LISTEN_PID naming the process that
+            # runs serve (this wrapper's own PID, which exec keeps).
+            fd = self.listen_socket.fileno()
+            passed = (fd,)
+            command = [sys.executable, "-c", _ACTIVATE, str(fd), *command]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config)],
-            cwd=ROOT, env=self.env, stderr=subprocess.STDOUT,
-            stdout=subprocess.PIPE if self.pipe_logs else log,
+            command, cwd=ROOT, env=self.env, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if self.pipe_logs else log, pass_fds=passed,
         )
         self._log = log
         if self.pipe_logs:

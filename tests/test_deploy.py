@@ -73,6 +73,41 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Failed to parse boolean value" in result.stdout + result.stderr
 
 
+SOCKET_UNIT = ROOT / "config" / "bridge.socket"
+
+
+def test_socket_unit_passes_verify_with_the_service_and_listens_where_the_proxy_expects(
+        tmp_path: Path) -> None:
+    """The optional socket unit, installed under the service's name, parses with it; it
+    listens on the documented loopback port, as one socket for one process."""
+    settings: dict[str, list[str]] = {}
+    for line in SOCKET_UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    assert settings["ListenStream"] == ["127.0.0.1:8080"]
+    assert settings["Accept"] == ["no"]
+    verify = shutil.which("systemd-analyze")
+    assert verify
+    (tmp_path / "redcap-sms-bridge.service").write_text(UNIT.read_text().replace(
+        "/opt/redcap-sms-bridge/.venv/bin/python", sys.executable))
+    socket_unit = tmp_path / "redcap-sms-bridge.socket"
+    socket_unit.write_text(SOCKET_UNIT.read_text())
+    result = subprocess.run([verify, "verify", str(socket_unit)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout + result.stderr == ""
+    socket_unit.write_text(SOCKET_UNIT.read_text().replace("Accept=no", "Accept=perhaps"))
+    result = subprocess.run([verify, "verify", str(socket_unit)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert "Failed to parse boolean value, ignoring: perhaps" in result.stdout + result.stderr
+    # The pairing is by name: without the service beside it the socket has nothing to start.
+    (tmp_path / "redcap-sms-bridge.service").unlink()
+    socket_unit.write_text(SOCKET_UNIT.read_text())
+    result = subprocess.run([verify, "verify", str(socket_unit)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert "socket cannot be started" in result.stdout + result.stderr
+
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
     return [(line.split(None, 1)[0], line.split(None, 1)[1].strip())
