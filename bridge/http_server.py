@@ -11,6 +11,10 @@ stored or not, that Twilio sees as failed. ``HttpServer.stop`` instead
 2. keeps the loop running until every accepted request is answered and its answer written,
    closing keep-alive connections as they fall idle, for at most ``DRAIN_SECONDS``;
 3. then stops the handler threads.
+
+waitress has no public call for this, so the drain reads its channels' state (``requests``,
+``request``, ``total_outbufs_len``, ``last_activity``); waitress is pinned, and
+tests/test_http_server.py and tests/test_socket_activation.py check the behaviour.
 """
 
 from __future__ import annotations
