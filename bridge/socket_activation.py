@@ -1,7 +1,7 @@
 """Listening sockets handed over by systemd (socket activation): restarts refuse no webhook.
 
-Without it, while ``serve`` restarts (an upgrade, a configuration change, ``Restart=`` after a
-crash) nothing listens on the port for a second or more. Twilio's webhook is then refused,
+Without it, while ``serve`` restarts (``systemctl restart`` after a configuration change,
+``Restart=`` after a crash) nothing listens on the port for a second or more. Twilio's webhook is then refused,
 retried at most once by default, and a STOP sent in that window can be lost (README, "What
 is not promised"). With ``config/bridge.socket`` installed, systemd owns the listening socket
 and keeps it open across restarts: connections that arrive meanwhile wait in its backlog, and
