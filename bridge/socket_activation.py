@@ -1,11 +1,11 @@
 """Listening sockets handed over by systemd (socket activation): restarts refuse no webhook.
 
 Without it, while ``serve`` restarts (``systemctl restart`` after a configuration change,
-``Restart=`` after a crash) nothing listens on the port for a second or more. Twilio's webhook is then refused,
-retried at most once by default, and a STOP sent in that window can be lost (README, "What
-is not promised"). With ``config/bridge.socket`` installed, systemd owns the listening socket
-and keeps it open across restarts: connections that arrive meanwhile wait in its backlog, and
-the next process answers them.
+``Restart=`` after a crash) nothing listens on the port for a second or more. Twilio's
+webhook is then refused, retried at most once by default, and a STOP sent in that window can
+be lost (README, "What is not promised"). With ``config/bridge.socket`` installed, systemd
+owns the listening socket and keeps it open across restarts: connections that arrive
+meanwhile wait in its backlog, and the next process answers them.
 
 The protocol is sd_listen_fds(3): when ``LISTEN_PID`` is this process, ``LISTEN_FDS`` sockets
 start at file descriptor 3. It is a few lines of reading the environment, so it is done here
