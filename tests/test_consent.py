@@ -475,10 +475,37 @@ def test_malformed_language_file_names_the_file(tmp_path: Path, text: str, messa
         "plz stp",
         "Knock it off",
         "New number, the previous owner must've signed up",
+        "Cease all communication with this number",
+        "Please put me on your do not call list",
+        "nope. not doing this anymore. bye, dont text",
+        "This isn't Kevin's phone anymore",
     ],
 )
 def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
     assert classify(body, None, english) is Intent.REVIEW
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Retirez-moi de votre liste", Intent.REVIEW),
+        ("Merci d'arrêter les messages", Intent.REVIEW),  # the elision splits d'arrêter
+        ("Vous vous êtes trompé de numéro", Intent.REVIEW),
+        ("Ne m'écrivez plus", Intent.REVIEW),
+        ("Me tira dessa lista por favor", Intent.REVIEW),
+        ("Quero sair da pesquisa", Intent.REVIEW),
+        ("Chega de mensagem, vou bloquear", Intent.REVIEW),
+        ("Basta ya de mensajes, los voy a bloquear", Intent.REVIEW),
+        ("J'ai arrêté de fumer", Intent.NONE),
+        ("Parei de tomar o remédio", Intent.NONE),
+        ("Me tira uma dúvida", Intent.NONE),  # "help me with a question"
+        ("Vou bloquear o cartão", Intent.NONE),
+        ("Voy a bloquear la tarjeta", Intent.NONE),
+    ],
+)
+def test_french_portuguese_and_spanish_phrases(every_language: KeywordSets, body: str,
+                                               expected: Intent) -> None:
+    assert classify(body, None, every_language) is expected
 
 
 @pytest.mark.parametrize(
@@ -532,6 +559,12 @@ def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
         ("Stop or continue the medication?", Intent.NONE),
         ("Just curious, how do I opt out?", Intent.NONE),
         ("Can I unsubscribe from the emails but keep getting the texts?", Intent.NONE),
+        ("I texted the wrong number earlier, my answer is 5", Intent.NONE),
+        ("Can you cancel tomorrow's reminder only?", Intent.NONE),
+        ("I'd like to opt out of the biobank but stay in the study", Intent.NONE),
+        ("Remove me from the Tuesday group and put me in Thursday", Intent.NONE),
+        ("How do I unsubscribe if I need to later?", Intent.NONE),
+        ("I thought about quitting the study but I'll stick with it", Intent.NONE),
     ],
 )
 def test_ordinary_replies_are_not_revocations(
@@ -564,15 +597,16 @@ def _precision_recall(
 
 # (file, precision floor, recall floor). Measured with every shipped language, see
 # bench/phrase_eval.py; floors sit a little under the measurement so only a real regression
-# fails. Only the fifth held-out set was never used for tuning (and was written by someone
+# fails. Only the sixth held-out set was never used for tuning (and was written by someone
 # who never saw the rules): its numbers are the estimate for wording the rules have not seen.
 LABELLED_SETS = (
-    ("revocation_messages.yaml", 0.97, 0.97),  # 0.990 (190/192), 1.000 (190/190)
+    ("revocation_messages.yaml", 0.97, 0.97),  # 0.995 (190/191), 1.000 (190/190)
     ("revocation_messages_holdout.yaml", 0.97, 0.97),  # 1.000 (72/72), 1.000 (72/72)
-    ("revocation_messages_holdout2.yaml", 0.90, 0.95),  # 0.938 (75/80), 0.987 (75/76)
+    ("revocation_messages_holdout2.yaml", 0.92, 0.97),  # 0.950 (76/80), 1.000 (76/76)
     ("revocation_messages_holdout3.yaml", 0.97, 0.95),  # 1.000 (78/78), 0.987 (78/79)
     ("revocation_messages_holdout4.yaml", 0.97, 0.97),  # 1.000 (108/108), 0.991 (108/109)
-    ("revocation_messages_holdout5.yaml", 0.89, 0.80),  # 0.923 (84/91), 0.840 (84/100)
+    ("revocation_messages_holdout5.yaml", 0.97, 0.97),  # 1.000 (99/99), 0.990 (99/100)
+    ("revocation_messages_holdout6.yaml", 0.91, 0.66),  # 0.943 (83/88), 0.692 (83/120)
 )
 
 
