@@ -501,6 +501,17 @@ def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
         ("Me tira uma dúvida", Intent.NONE),  # "help me with a question"
         ("Vou bloquear o cartão", Intent.NONE),
         ("Voy a bloquear la tarjeta", Intent.NONE),
+        ("Je retire mon consentement", Intent.REVIEW),
+        ("c'est qui? laissez-moi tranquille", Intent.REVIEW),
+        ("jveux pu recevoir vos textos", Intent.REVIEW),
+        ("Não me contactem mais", Intent.REVIEW),
+        ("quien es? dejeme en paz", Intent.REVIEW),
+        ("Il faut que j'arrête", Intent.NONE),  # about oneself ("I have to stop")
+        ("Je veux plus de rappels", Intent.NONE),  # may well mean "more reminders"
+        ("Stp renvoyez le message", Intent.NONE),  # stp: s'il te plaît
+        ("Não liguei mais", Intent.NONE),  # "I did not call again"
+        ("Errei de número", Intent.NONE),  # "I dialled wrong"
+        ("No contactarme antes de las 9", Intent.NONE),
     ],
 )
 def test_french_portuguese_and_spanish_phrases(every_language: KeywordSets, body: str,
@@ -565,6 +576,10 @@ def test_french_portuguese_and_spanish_phrases(every_language: KeywordSets, body
         ("Remove me from the Tuesday group and put me in Thursday", Intent.NONE),
         ("How do I unsubscribe if I need to later?", Intent.NONE),
         ("I thought about quitting the study but I'll stick with it", Intent.NONE),
+        ("I'm not quitting the study, just busy this week", Intent.NONE),
+        ("wrong number on my last reply, should be 7", Intent.NONE),
+        ("Does replying STOP also take me out of the study?", Intent.NONE),
+        ("this diet is unsustainable", Intent.NONE),
     ],
 )
 def test_ordinary_replies_are_not_revocations(
@@ -597,7 +612,7 @@ def _precision_recall(
 
 # (file, precision floor, recall floor). Measured with every shipped language, see
 # bench/phrase_eval.py; floors sit a little under the measurement so only a real regression
-# fails. Only the sixth held-out set was never used for tuning (and was written by someone
+# fails. Only the seventh held-out set was never used for tuning (and was written by someone
 # who never saw the rules): its numbers are the estimate for wording the rules have not seen.
 LABELLED_SETS = (
     ("revocation_messages.yaml", 0.97, 0.97),  # 0.995 (190/191), 1.000 (190/190)
@@ -606,7 +621,8 @@ LABELLED_SETS = (
     ("revocation_messages_holdout3.yaml", 0.97, 0.95),  # 1.000 (78/78), 0.987 (78/79)
     ("revocation_messages_holdout4.yaml", 0.97, 0.97),  # 1.000 (108/108), 0.991 (108/109)
     ("revocation_messages_holdout5.yaml", 0.97, 0.97),  # 1.000 (99/99), 0.990 (99/100)
-    ("revocation_messages_holdout6.yaml", 0.91, 0.66),  # 0.943 (83/88), 0.692 (83/120)
+    ("revocation_messages_holdout6.yaml", 0.97, 0.97),  # 1.000 (120/120), 1.000 (120/120)
+    ("revocation_messages_holdout7.yaml", 0.93, 0.75),  # 0.960 (96/100), 0.787 (96/122)
 )
 
 
