@@ -2,8 +2,9 @@
 
 It reads the request body and answers the same empty TwiML as ``POST /twilio/sms``, with
 nothing in between (no Flask, no signature check, no classification, no SQLite). Served by
-waitress with the arguments ``bridge.service.serve`` uses, so the difference between this and
-the bridge under the same load is the cost of the bridge's own work per webhook.
+the same server as ``bridge.service.serve`` (``bridge.http_server.HttpServer``: waitress with
+the same settings), so the difference between this and the bridge under the same load is the
+cost of the bridge's own work per webhook.
 
     python bench/bare_server.py --port 8099 --threads 8
     python bench/bare_server.py --port 8099 --flask   # the same, as a one-route Flask app
@@ -15,16 +16,17 @@ does anything.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from waitress.server import create_server
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bridge.config import ServerConfig  # noqa: E402
+from bridge.http_server import HttpServer  # noqa: E402
 from bridge.inbound import EMPTY_TWIML, TWIML_CONTENT_TYPE  # noqa: E402
 
 if TYPE_CHECKING:
@@ -65,15 +67,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--flask", action="store_true", help="a one-route Flask app instead")
     args = parser.parse_args()
-    server = create_server(flask_app() if args.flask else app, host="127.0.0.1",
-                           port=args.port, threads=args.threads, ident="redcap-sms-bridge",
-                           clear_untrusted_proxy_headers=True)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    server = HttpServer(flask_app() if args.flask else app,
+                        ServerConfig(port=args.port, threads=args.threads), [])
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: server.stop())
+    server.serve()
     return 0
 
 
