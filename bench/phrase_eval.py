@@ -6,10 +6,11 @@ recall and every misclassified message, then the mean classification time, so th
 can quote measured numbers.
 
 The sets differ in how honest their numbers are: ``revocation_messages.yaml`` was in view
-while the rules were designed, the first six held-out sets were each measured once and then
-used to revise the rules, and ``revocation_messages_holdout7.yaml`` (about half of it
-Spanish, French and Portuguese) was written by someone who never saw the rules and never used
-for tuning -- quote that one as the estimate for new wording.
+while the rules were designed, the first seven held-out sets were each measured once and then
+used to revise the rules, and ``revocation_messages_holdout8.yaml`` (about half of it
+Spanish, French and Portuguese) was written by someone who never saw the rules; after its one
+measurement only its most glaring miss ("Stop stop stop stop") was fixed -- quote its
+measurement as the estimate for new wording.
 
     python bench/phrase_eval.py                 # every shipped language
     python bench/phrase_eval.py --languages en  # an English-only project
@@ -44,8 +45,11 @@ SETS = (
      "held-out 6 (half Spanish, French, Portuguese; written without sight of the rules,"
      " measured once, then used for tuning)"),
     ("revocation_messages_holdout7.yaml",
-     "held-out 7 (half Spanish, French, Portuguese; written without sight of the rules, never"
-     " used for tuning)"),
+     "held-out 7 (half Spanish, French, Portuguese; written without sight of the rules,"
+     " measured once, then used for tuning)"),
+    ("revocation_messages_holdout8.yaml",
+     "held-out 8 (half Spanish, French, Portuguese; written without sight of the rules,"
+     " measured once at precision 0.971, recall 0.823; one miss fixed since)"),
 )
 DETECTED = {Intent.STOP, Intent.REVIEW}
 
