@@ -45,6 +45,9 @@ _FIRST_REQUEST_SECONDS = 2.0
 
 
 class HttpServer:
+    """waitress on ``server.host``/``server.port``, or on sockets systemd passed, for one WSGI
+    app; ``serve`` in the main thread, ``stop`` from a signal handler."""
+
     def __init__(self, app: Callable[..., Any], settings: ServerConfig,
                  sockets: list[socket.socket]) -> None:
         self.inherited = bool(sockets)
