@@ -277,6 +277,11 @@ class ProjectStatus:
     last_error: str | None
     last_error_at: str | None
     last_error_job: int | None = None
+    # The phone index the worker matches numbers with: how many numbers, and when REDCap was
+    # last read for it (None before the first build). A stale or empty index explains
+    # "unmatched" outcomes.
+    index_numbers: int | None = None
+    index_refreshed_at: str | None = None
 
     @property
     def pending(self) -> int:
@@ -325,6 +330,9 @@ def status_summary(config: Config, store: Store,
             " FROM attempts JOIN jobs ON jobs.id = attempts.job_id"
             " WHERE attempts.error IS NOT NULL GROUP BY jobs.project"):
         errors[row["project"]] = (row["at"], row["error"], row["job_id"])
+    indexed = dict(conn.execute("SELECT project, COUNT(DISTINCT phone) FROM phone_index"
+                                " GROUP BY project").fetchall())
+    refreshed = dict(conn.execute("SELECT project, refreshed_at FROM index_meta").fetchall())
     configured = {project.name for project in config.projects}
     summary: list[ProjectStatus] = []
     for name in known_projects(config, store):
@@ -339,20 +347,24 @@ def status_summary(config: Config, store: Store,
             last_write_at=written.get(name),
             last_error=error[1] if error else None, last_error_at=error[0] if error else None,
             last_error_job=error[2] if error else None,
+            index_numbers=indexed.get(name, 0) if name in refreshed else None,
+            index_refreshed_at=refreshed.get(name),
         ))
     return summary
 
 
 def status_table(summary: Sequence[ProjectStatus]) -> str:
     rows = [("PROJECT", "OPTED OUT", "PENDING", "FAILED", "REVIEW", "OLDEST PENDING",
-             "LAST WRITE (UTC)", "LAST ERROR")]
+             "LAST WRITE (UTC)", "NUMBERS INDEXED (READ AT)", "LAST ERROR")]
     for item in summary:
         name = item.project if item.configured else f"{item.project} (not configured)"
         error = "-" if item.last_error is None else \
             f"{(item.last_error_at or '')[:19].replace('T', ' ')} {_short(item.last_error, 50)}"
+        index = "-" if item.index_refreshed_at is None else \
+            f"{item.index_numbers} ({item.index_refreshed_at[:19].replace('T', ' ')})"
         rows.append((name, str(item.opted_out), str(item.pending), str(item.failed),
                      str(item.jobs.get("review", 0)), _age(item.oldest_pending_age_seconds),
-                     (item.last_write_at or "-")[:19].replace("T", " "), error))
+                     (item.last_write_at or "-")[:19].replace("T", " "), index, error))
     return _table(rows)
 
 

@@ -136,8 +136,8 @@ def test_empty_history(tmp_path: Path, sim: RedcapSimulator,
     assert status == [{
         "project": "heart-study", "configured": True, "opted_out": 0, "jobs": {},
         "oldest_pending_at": None, "oldest_pending_age_seconds": None, "last_write_at": None,
-        "last_error": None, "last_error_at": None, "last_error_job": None, "pending": 0,
-        "failed": 0,
+        "last_error": None, "last_error_at": None, "last_error_job": None,
+        "index_numbers": None, "index_refreshed_at": None, "pending": 0, "failed": 0,
     }]
 
 
@@ -180,11 +180,23 @@ def test_status_numbers(traffic: Traffic, capsys: pytest.CaptureFixture[str]) ->
     assert status["last_write_at"] is not None
     assert "Import/Update privileges" in status["last_error"]
     assert status["last_error_job"] == 4
+    # Two records, two numbers, read from REDCap when the worker first ran.
+    assert status["index_numbers"] == 2 and status["index_refreshed_at"] is not None
 
     assert run_cli(["status", "--config", str(traffic.config)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["PROJECT", "OPTED", "OUT", "PENDING"]
     assert table[1].split()[:5] == ["heart-study", "1", "1", "1", "0"]
+    assert f"2 ({status['index_refreshed_at'][:19].replace('T', ' ')})" in table[1]
+
+
+def test_status_before_the_index_is_built(tmp_path: Path, sim: RedcapSimulator,
+                                          make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge([project_config(sim, sim.add_project(classic_project()))])
+    bridge.text("STOP")  # stored, but the worker has not run
+    [status] = history.status_summary(bridge.config, bridge.store)
+    assert status.index_numbers is None and status.index_refreshed_at is None
+    assert "  -  " in history.status_table([status]).splitlines()[1]
 
 
 def test_status_lists_a_retired_project_still_in_the_store(
