@@ -17,8 +17,10 @@ Decisions (pinned in ``tests/test_consent.py``):
 
 * **Normal form.** Unicode NFKC, casefold, accents and other combining marks removed,
   invisible format characters (zero-width spaces, direction marks) removed, typographic
-  apostrophes made ``'``, runs of whitespace collapsed to one space, and everything that is not
-  a letter or digit stripped from both ends (punctuation, quotes, emoji). So ``"STOP."``,
+  apostrophes made ``'``, a lone ``#`` read as the word "number" ("wrong #" is a wrong
+  number, so it is not punctuation to strip), runs of whitespace collapsed to one space, and
+  everything that is not a letter or digit stripped from both ends (punctuation, quotes,
+  emoji). So ``"STOP."``,
   ``" stop "``, ``"Stop!"``, ``"stop!!!"``, ``"'stop'"``, ``"Stop 🛑"`` and ``"ｓｔｏｐ"`` are
   STOP, while ``"stop please"``, ``"STOP2"`` and ``"S T O P"`` are not keywords (the phrase
   rules flag them for review). Twilio does not document its own handling; stripping only what
@@ -120,6 +122,7 @@ class KeywordSets:
 
 _DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})  # combining marks, invisible format chars
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_LONE_HASH = re.compile(r"(?<!\w)#(?!\w)")
 
 
 def normalise_message(body: str) -> str:
@@ -134,7 +137,8 @@ def normalise_message(body: str) -> str:
             if unicodedata.category(ch) not in _DROPPED_CATEGORIES
         )
         text = unicodedata.normalize("NFC", text)
-    text = " ".join(text.translate(_APOSTROPHES).split())
+    # A lone "#" is a word, "number" ("wrong #"), not punctuation to strip.
+    text = " ".join(_LONE_HASH.sub(" number ", text.translate(_APOSTROPHES)).split())
     start, end = 0, len(text)
     while start < end and not text[start].isalnum():
         start += 1
@@ -240,10 +244,6 @@ def classify(body: str | None, opt_out_type: str | None, keywords: KeywordSets) 
         return Intent.START
     if text in keywords.help:
         return Intent.HELP
-    if "#" in body:
-        # The normal form strips a trailing "#" ("Wrong #"), which the phrase rules read as
-        # "number"; only the keywords need it stripped.
-        text = normalise_message(_LONE_HASH.sub(" number ", body[:MAX_CLASSIFY_CHARS]))
     if _reads_as_revocation(text, _revocation_words(keywords)):
         return Intent.REVIEW
     return Intent.NONE
@@ -258,8 +258,8 @@ def _revocation_words(keywords: KeywordSets) -> frozenset[str]:
 # --- phrase rules ------------------------------------------------------------------------------
 #
 # The rules read a "words" form of the normal text: apostrophes dropped ("don't" -> "dont";
-# a French elision splits instead, "d'arrêter" -> "d arreter"),
-# a lone "#" read as "number" ("wrong #"), every other non-word run turned into one space, and
+# a French elision splits instead, "d'arrêter" -> "d arreter"), every other non-word run
+# turned into one space, and
 # letters repeated three or more times squeezed to one ("stoppppp" -> "stop"). Each rule is a
 # small regular expression over that form; the guarded ones are cancelled by a negation just
 # before them ("don't stop the reminders") or by a time qualifier just after or inside them
@@ -805,7 +805,6 @@ def _index_rules() -> dict[str, tuple[_Rule, ...]]:
 _RULES_BY_TRIGGER = _index_rules()
 _PREFIX_RULES = tuple(rule for rule in _RULES if rule.prefixes)
 
-_LONE_HASH = re.compile(r"(?<!\w)#(?!\w)")
 # French elision, "d'arrêter", "l'étude", "m'écrire", "qu'il": two words, where English
 # contractions ("don't", "I'm") lose the apostrophe and stay one.
 _ELISION = re.compile(r"\b([cdjlmnst]|qu)'(?=\w)")
@@ -838,7 +837,7 @@ def _reads_as_revocation(text: str, stop_words: frozenset[str]) -> bool:
 
 def _words(text: str) -> str:
     """The form the phrase rules read (see the comment above the rules)."""
-    text = _LONE_HASH.sub(" number ", _ELISION.sub(r"\1 ", text).replace("'", ""))
+    text = _ELISION.sub(r"\1 ", text).replace("'", "")
     return _SQUEEZE.sub(r"\1", _NON_WORD.sub(" ", text)).strip()
 
 
