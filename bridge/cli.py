@@ -33,13 +33,14 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.http_server import ListenError
     from bridge.service import AlreadyRunning, serve
     from bridge.socket_activation import SocketActivationError
     from bridge.store import StoreError
 
     try:
         return serve(config_from(args))
-    except (AlreadyRunning, SocketActivationError, StoreError) as exc:
+    except (AlreadyRunning, ListenError, SocketActivationError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,7 @@ tests/test_http_server.py and tests/test_socket_activation.py check the behaviou
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -44,6 +45,10 @@ _POLL_SECONDS = 0.05  # the loop's wait while draining; each finished answer wak
 _FIRST_REQUEST_SECONDS = 2.0
 
 
+class ListenError(Exception):
+    """The configured address cannot be listened on; the message says which and why."""
+
+
 class HttpServer:
     """waitress on ``server.host``/``server.port``, or on sockets systemd passed, for one WSGI
     app; ``serve`` in the main thread, ``stop`` from a signal handler."""
@@ -55,10 +60,17 @@ class HttpServer:
                                  {"host": settings.host, "port": settings.port})
         # waitress reads a whole body before the app sees it: cap it there, or a client could
         # make it buffer up to 1 GiB per request (waitress refuses max_request_body_size).
-        server = create_server(app, **where, threads=settings.threads,
-                               ident="redcap-sms-bridge", clear_untrusted_proxy_headers=True,
-                               max_request_body_size=settings.max_body_bytes + 1,
-                               asyncore_use_poll=True)
+        try:
+            server = create_server(app, **where, threads=settings.threads,
+                                   ident="redcap-sms-bridge", clear_untrusted_proxy_headers=True,
+                                   max_request_body_size=settings.max_body_bytes + 1,
+                                   asyncore_use_poll=True)
+        except OSError as exc:
+            hint = ("another process holds it: an older bridge, or systemd's"
+                    " redcap-sms-bridge.socket (then start the service rather than serve by hand)"
+                    if exc.errno == errno.EADDRINUSE else "check the address")
+            raise ListenError(f"cannot listen on {settings.host}:{settings.port} (server.host,"
+                              f" server.port): {exc.strerror or exc}; {hint}") from exc
         self._adjustments = server.adj
         self._dispatcher = server.task_dispatcher
         self._map: dict[int, Any] = server.map if hasattr(server, "map") else server._map

@@ -25,7 +25,7 @@ from flask import Flask
 
 from bridge.config import Config
 from bridge.forward import Forwarder
-from bridge.http_server import HttpServer
+from bridge.http_server import HttpServer, ListenError
 from bridge.intake import Intake
 from bridge.notify import POLL_SECONDS as MAIL_POLL_SECONDS
 from bridge.notify import Mailer
@@ -124,7 +124,10 @@ class Runtime:
 def serve(config: Config) -> int:
     lock = _lock_store(config.storage.path)
     runtime = Runtime.build(config)
-    server = HttpServer(runtime.app, config.server, inherited_sockets())
+    try:
+        server = HttpServer(runtime.app, config.server, inherited_sockets())
+    except ListenError as exc:
+        raise ListenError(f"{config.path}: {exc}") from exc
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s: shutting down", signal.Signals(signum).name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,22 @@ def test_a_second_process_on_the_same_store_refuses_to_start(tmp_path: Path,
             assert "another bridge process" in str(exc)
         else:
             raise AssertionError("second process started")
+
+
+def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path,
+                                                        sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = serve_config(tmp_path, sim, token, port)
+        bridge = BridgeProcess(config, free_port(),  # polls elsewhere: the port is not its own
+                               env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token})
+        with pytest.raises(RuntimeError, match="bridge exited with 1"):
+            bridge.start(timeout=20)
+    logs = bridge.logs()
+    assert f"error: {config}: cannot listen on 127.0.0.1:{port} (server.host, server.port):" \
+        in logs
+    assert "redcap-sms-bridge.socket" in logs and "Traceback" not in logs
 
 
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
