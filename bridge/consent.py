@@ -137,8 +137,10 @@ def normalise_message(body: str) -> str:
             if unicodedata.category(ch) not in _DROPPED_CATEGORIES
         )
         text = unicodedata.normalize("NFC", text)
-    # A lone "#" is a word, "number" ("wrong #"), not punctuation to strip.
-    text = " ".join(_LONE_HASH.sub(" number ", text.translate(_APOSTROPHES)).split())
+    text = text.translate(_APOSTROPHES)
+    if "#" in text:  # a lone "#" is a word, "number" ("wrong #"), not punctuation to strip
+        text = _LONE_HASH.sub(" number ", text)
+    text = " ".join(text.split())
     start, end = 0, len(text)
     while start < end and not text[start].isalnum():
         start += 1
