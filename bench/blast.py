@@ -10,6 +10,7 @@ endpoint on the same WSGI server settings under the same load: the ceiling for i
     python bench/blast.py --records 20000 --stops 2000     # a quick run
     python bench/blast.py --rate 500                       # paced at 500 webhooks/s
     python bench/blast.py --bare-only                      # only the bare endpoint
+    python bench/blast.py --bare-only --bare-floor         # only the floor (see bare_server.py)
 
 Everything shares this machine's cores: the load generator, the simulator and this script's
 checks run in this process, the bridge and the bare endpoint in their own. The simulator
@@ -96,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-bare", action="store_true", help="skip the bare endpoint")
     run.add_argument("--bare-flask", action="store_true",
                      help="the bare endpoint as a one-route Flask app (Flask's own cost)")
+    run.add_argument("--bare-floor", action="store_true",
+                     help="instead of the bare endpoint, the floor: the least intake the scale"
+                          " issue allows (signature, parse, classify, one durable commit)")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds to wait for every change to be visible")
     run.add_argument("--workdir", type=Path, help="keep the store and logs here")
@@ -498,6 +502,8 @@ def run_bare(args: argparse.Namespace, count: int) -> BareRun:
     port = free_port()
     command = [sys.executable, str(ROOT / "bench" / "bare_server.py"), "--port", str(port),
                "--threads", str(args.threads)]
+    if args.bare_floor:
+        command += ["--floor", "--auth-token", AUTH_TOKEN]
     proc = subprocess.Popen(command + (["--flask"] if args.bare_flask else []), cwd=ROOT,
                             stderr=subprocess.DEVNULL)  # waitress's queue-depth warnings
     try:
@@ -614,7 +620,8 @@ def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRu
                   f"{bare.cpu_blast / args.stops * 1000:.2f}" if bare else "-"))
     if bridge and bare:
         share = bridge.load.per_second / bare.load.per_second
-        rows.append(("bridge rate / bare rate", f"{share:.0%}", ""))
+        rows.append((f"bridge rate / {'floor' if args.bare_floor else 'bare'} rate",
+                     f"{share:.0%}", ""))
     if bridge:
         run = bridge
         seen = f"{run.records_visible}/{run.records_expected}"
@@ -643,7 +650,8 @@ def print_table(args: argparse.Namespace, bridge: BridgeRun | None, bare: BareRu
         rows.append(("peak RSS (MB)", "-", f"{bare.peak_rss / 2**20:.0f}"))
     width = max(len(r[0]) for r in rows)
     mid = max(len(r[1]) for r in [*rows, ("", "bridge", "")])
-    bare_name = "bare Flask endpoint" if args.bare_flask else "bare endpoint"
+    bare_name = "floor endpoint" if args.bare_floor else \
+        "bare Flask endpoint" if args.bare_flask else "bare endpoint"
     print(f"{'':{width}}  {'bridge':>{mid}}  {bare_name}")
     for label, mine, theirs in rows:
         print(f"{label:{width}}  {mine:>{mid}}  {theirs}")
