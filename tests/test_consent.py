@@ -486,6 +486,10 @@ def test_malformed_language_file_names_the_file(tmp_path: Path, text: str, messa
         "I would prefer not to be contacted by the study going forward",
         "This is Jen's dad. She's dropping out, please don't message her anymore",
         "Kindly remove my contact information from your records",
+        "Please don't bother sending these anymore",
+        "Kindly refrain from contacting me",
+        "don't want these anymore",
+        "you had the wrong number",  # "I had the wrong number" is the sender's own slip
     ],
 )
 def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
@@ -528,6 +532,28 @@ def test_reads_as_revocation(english: KeywordSets, body: str) -> None:
         ("erreur de numéro dans ma réponse, c'est 4", Intent.NONE),
         ("Já comi, não quero mais", Intent.NONE),  # "I've eaten, I don't want more"
         ("Bloqueé el número que me llamaba", Intent.NONE),
+        ("ya basta con los mensajes", Intent.REVIEW),
+        ("Basta con un sí", Intent.NONE),  # "a yes is enough"
+        ("Revoco mi consentimiento", Intent.REVIEW),
+        ("parad ya con los sms", Intent.REVIEW),
+        ("dejen de molestar", Intent.REVIEW),
+        ("No paren los recordatorios", Intent.NONE),  # "don't stop the reminders"
+        ("¿Cómo me doy de baja si algún día lo necesito?", Intent.NONE),
+        ("Je révoque mon consentement", Intent.REVIEW),
+        ("Ce n'est plus le numéro de Marc", Intent.REVIEW),
+        ("Ce n'est plus le cas", Intent.NONE),
+        ("Je signale ce numéro comme spam", Intent.REVIEW),
+        ("Je vous signale que j'ai changé de numéro", Intent.NONE),
+        ("Je bloque ce numéro", Intent.REVIEW),
+        ("Je bloque mon agenda", Intent.NONE),
+        ("Je demande juste comment se désinscrire, je continue", Intent.NONE),
+        ("Me descadastra", Intent.REVIEW),
+        ("Pode parar de me mandar mensagem", Intent.REVIEW),
+        ("Favor parar os envios", Intent.REVIEW),
+        ("Vou parar de tomar o remédio", Intent.NONE),
+        ("Não autorizo mais o contato", Intent.REVIEW),
+        ("Eu autorizo o contato", Intent.NONE),
+        ("Não quero mais receber lembretes", Intent.REVIEW),
     ],
 )
 def test_french_portuguese_and_spanish_phrases(every_language: KeywordSets, body: str,
@@ -600,6 +626,13 @@ def test_french_portuguese_and_spanish_phrases(every_language: KeywordSets, body
         ("Don't message me while I'm at work (8-4) pls", Intent.NONE),
         ("please remove this from the list of meds", Intent.NONE),
         ("Is this a scam?", Intent.NONE),
+        ("I don't want these pills anymore", Intent.NONE),
+        ("What does replying STOP do?", Intent.NONE),
+        ("I don't want to accidentally unsubscribe", Intent.NONE),
+        ("I think I had the wrong number before", Intent.NONE),
+        ("Who handles withdrawing? I haven't decided", Intent.NONE),
+        ("Call me instead of texting just this once", Intent.NONE),
+        ("My sister unsubscribed but I like mine", Intent.NONE),
     ],
 )
 def test_ordinary_replies_are_not_revocations(
@@ -632,20 +665,20 @@ def _precision_recall(
 
 # (file, precision floor, recall floor). Measured with every shipped language, see
 # bench/phrase_eval.py; floors sit a little under the measurement so only a real regression
-# fails. The eighth held-out set (written by someone who never saw the rules) was measured once
-# and then only its "Stop stop stop stop" fixed: its numbers are the estimate for wording the
-# rules have not seen.
+# fails. The eighth and ninth held-out sets (written by someone who never saw the rules) were
+# each measured once before revising the rules (0.971/0.823 and 0.919/0.850): those are the
+# estimate for wording the rules have not seen; the eighth was used only for one fix since.
 LABELLED_SETS = (
     ("revocation_messages.yaml", 0.97, 0.97),  # 0.995 (190/191), 1.000 (190/190)
     ("revocation_messages_holdout.yaml", 0.97, 0.97),  # 1.000 (72/72), 1.000 (72/72)
     ("revocation_messages_holdout2.yaml", 0.92, 0.97),  # 0.950 (76/80), 1.000 (76/76)
     ("revocation_messages_holdout3.yaml", 0.97, 0.95),  # 1.000 (78/78), 0.987 (78/79)
     ("revocation_messages_holdout4.yaml", 0.97, 0.97),  # 1.000 (108/108), 0.991 (108/109)
-    ("revocation_messages_holdout5.yaml", 0.97, 0.97),  # 1.000 (99/99), 0.990 (99/100)
+    ("revocation_messages_holdout5.yaml", 0.97, 0.97),  # 0.990 (99/100), 0.990 (99/100)
     ("revocation_messages_holdout6.yaml", 0.97, 0.97),  # 1.000 (120/120), 1.000 (120/120)
     ("revocation_messages_holdout7.yaml", 0.97, 0.97),  # 1.000 (122/122), 1.000 (122/122)
     ("revocation_messages_holdout8.yaml", 0.94, 0.80),  # 0.971 (103/106), 0.831 (103/124)
-    ("revocation_messages_holdout9.yaml", 0.90, 0.83),  # 0.919 (113/123), 0.850 (113/133)
+    ("revocation_messages_holdout9.yaml", 0.97, 0.95),  # 0.992 (129/130), 0.970 (129/133)
 )
 
 
