@@ -152,8 +152,11 @@ def serve(config: Config) -> int:
 
 def _lock_store(path: Path) -> IO[str]:
     lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process lifetime
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process lifetime
+    except OSError as exc:  # a file where the folder should be, no permission, a full disk
+        raise StoreError(f"cannot open store {path}: {exc} (see storage.path)") from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

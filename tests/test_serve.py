@@ -103,6 +103,23 @@ def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path,
     assert "redcap-sms-bridge.socket" in logs and "Traceback" not in logs
 
 
+def test_a_store_folder_that_cannot_be_made_is_one_clear_line(tmp_path: Path,
+                                                              sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    port = free_port()
+    config = serve_config(tmp_path, sim, token, port)
+    (tmp_path / "afile").write_text("not a folder\n")
+    config.write_text(config.read_text().replace(str(tmp_path / "bridge.db"),
+                                                 str(tmp_path / "afile" / "bridge.db")))
+    bridge = BridgeProcess(config, port,
+                           env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDCAP_TOKEN": token})
+    with pytest.raises(RuntimeError, match="bridge exited with 1"):
+        bridge.start(timeout=20)
+    logs = bridge.logs()
+    assert f"error: cannot open store {tmp_path / 'afile' / 'bridge.db'}:" in logs
+    assert "(see storage.path)" in logs and "Traceback" not in logs
+
+
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("storage: {path: x.db}\ntwilio: {accounts: []}\nprojects: []\n")
