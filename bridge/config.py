@@ -597,6 +597,10 @@ def _redcap_url(s: _Section, name: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+# The paths Twilio is given in its console; server.public_url is what comes before them.
+WEBHOOK_PATHS = ("/twilio/sms", "/twilio/events")
+
+
 def _public_url(s: _Section, name: str) -> str | None:
     """The base URL Twilio calls: a path prefix is kept, a trailing slash is dropped."""
     value = s.text(name, None)
@@ -605,7 +609,15 @@ def _public_url(s: _Section, name: str) -> str | None:
     parts = _http_url(s, name, value)
     if parts.query:
         raise s.error(name, f"must not have a query string, got {value!r}")
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+    path = parts.path.rstrip("/")
+    for route in WEBHOOK_PATHS:
+        if path.endswith(route):
+            # The bridge appends the path it was called on; with the route in the base too,
+            # the URL it checks the signature against is never Twilio's, and every webhook
+            # would be refused with 403.
+            raise s.error(name, f"is the base URL, without the webhook's path: got {value!r},"
+                          f" give {urlunsplit(parts._replace(path=path[:-len(route)]))!r}")
+    return urlunsplit(parts._replace(path=path))
 
 
 def _e164(s: _Section, name: str, value: str) -> str:

@@ -204,6 +204,7 @@ def test_values_are_read_and_normalised(tmp_path: Path) -> None:
         ("https://bridge.example.edu", "https://bridge.example.edu"),
         ("https://bridge.example.edu/", "https://bridge.example.edu"),
         ("http://10.0.0.5:8443/prefix/", "http://10.0.0.5:8443/prefix"),
+        ("https://bridge.example.edu/twilio", "https://bridge.example.edu/twilio"),
     ],
 )
 def test_public_url_keeps_a_prefix_without_trailing_slash(
@@ -534,6 +535,15 @@ INVALID: list[tuple[str, object, str, str]] = [
     (f"{P}.redcap.url", "https://r.example.edu:99999/api/", "projects[0].redcap.url", "port"),
     ("server.public_url", "bridge.example.edu", "server.public_url", "http:// or https://"),
     ("server.public_url", "https://b.example.edu/?a=1", "server.public_url", "query string"),
+    (
+        "server.public_url",
+        "https://b.example.edu/twilio/sms",  # the console URL pasted whole
+        "server.public_url",
+        "without the webhook's path: got 'https://b.example.edu/twilio/sms', give"
+        " 'https://b.example.edu'",
+    ),
+    ("server.public_url", "https://b.example.edu/p/twilio/events/", "server.public_url",
+     "give 'https://b.example.edu/p'"),
     (f"{P}.forward", {"url": "mailto:x@y.z"}, "projects[0].forward.url", "http://"),
     (f"{P}.forward", {}, "projects[0].forward.url", "required"),
     (
