@@ -18,6 +18,7 @@ from bridge.check.project import mask_raw, phone_stats, phone_summary
 from bridge.check.twilio_setup import same_url
 from bridge.config import ProjectConfig, RedcapTarget
 from bridge.sim import RedcapSimulator, SimProject, make_metadata
+from bridge.store import Store
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -101,7 +102,7 @@ def test_good_config_passes_every_check(tmp_path: Path, sim: RedcapSimulator,
     assert lines[0] == f"bridge check: {config}"
     marks = [line.strip()[0] for line in lines if line.startswith("  ")]
     assert marks and set(marks) == {"✓"}, out
-    assert len(marks) == 10
+    assert len(marks) == 11
     assert "✓ config parses; every ${VAR} is set (1 project, 1 Twilio account)" in out
     assert "✓ REDCap 15.7.6 answers at" in out
     assert "✓ import right (an empty test import was accepted; nothing was written)" in out
@@ -168,6 +169,41 @@ def test_invalid_config(tmp_path: Path) -> None:
 
 # -- REDCap connection, token, rights ----------------------------------------------------------
 
+def test_store_path_that_cannot_be_created_fails(tmp_path: Path, sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    (tmp_path / "afile").write_text("not a folder\n")
+    store = tmp_path / "afile" / "bridge.db"
+    report = run_checks(bridge_yaml(tmp_path, [project_entry(sim, token)],
+                                    extra={"storage": {"path": str(store)}}))
+    result = only(report, "storage.path")
+    assert result.status is Status.FAIL and not report.ok
+    assert result.summary == f"cannot create the folder for {store}: {tmp_path / 'afile'} is a file"
+    assert "fix storage.path in" in result.hint
+    assert not store.parent.is_dir()  # nothing created
+
+
+def test_store_path_that_is_a_folder_fails(tmp_path: Path, sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    report = run_checks(bridge_yaml(tmp_path, [project_entry(sim, token)],
+                                    extra={"storage": {"path": str(tmp_path)}}))
+    assert only(report, "storage.path").summary == \
+        f"storage.path {tmp_path} is a folder; it must name the store's file"
+
+
+def test_store_path_new_or_existing_passes_and_nothing_is_created(
+        tmp_path: Path, sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project())
+    store = tmp_path / "state" / "deeper" / "bridge.db"
+    config = bridge_yaml(tmp_path, [project_entry(sim, token)],
+                         extra={"storage": {"path": str(store)}})
+    result = only(run_checks(config), "storage.path")
+    assert result.status is Status.OK and "creates it at its first start" in result.summary
+    assert not (tmp_path / "state").exists()
+    Store(store).close()
+    result = only(run_checks(config), "storage.path")
+    assert result.status is Status.OK and result.summary == f"store {store} can be read and written"
+
+
 def test_unreachable_url(tmp_path: Path, sim: RedcapSimulator) -> None:
     token = sim.add_project(classic_project())
     url = f"http://127.0.0.1:{free_port()}/api/"
@@ -176,8 +212,8 @@ def test_unreachable_url(tmp_path: Path, sim: RedcapSimulator) -> None:
     result = only(report, "redcap.reachable")
     assert result.status is Status.FAIL
     assert result.summary.count("cannot reach REDCap") == 1 and url in result.hint
-    assert {r.status for r in report.results[2:]} == {Status.SKIP}
-    assert len(report.results) == 11  # config, reachable, and nine not run
+    assert {r.status for r in report.results[3:]} == {Status.SKIP}
+    assert len(report.results) == 12  # config, storage, reachable, and nine not run
 
 
 def test_a_redirecting_url_is_explained_and_not_followed(tmp_path: Path,
@@ -193,7 +229,7 @@ def test_a_redirecting_url_is_explained_and_not_followed(tmp_path: Path,
     assert result.status is Status.FAIL
     assert "redirects elsewhere: REDCap HTTP 301: redirected to https://" in result.summary
     assert "set redcap.url" in result.hint
-    assert {r.status for r in report.results[2:]} == {Status.SKIP}
+    assert {r.status for r in report.results[3:]} == {Status.SKIP}
     assert sim.calls == []
 
 
@@ -213,7 +249,7 @@ def test_redcap_with_an_institutional_certificate(tmp_path: Path, sim: RedcapSim
     assert result.status is Status.FAIL
     assert "its TLS certificate is not trusted here (self-signed certificate" in result.summary
     assert "set REQUESTS_CA_BUNDLE" in result.summary and "Environment=" in result.hint
-    assert {r.status for r in untrusted.results[2:]} == {Status.SKIP}
+    assert {r.status for r in untrusted.results[3:]} == {Status.SKIP}
     assert only(trusted, "redcap.reachable").status is Status.OK
     assert failures(trusted) == []
 

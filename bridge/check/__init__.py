@@ -17,6 +17,7 @@ from bridge.check.configuration import load_checked
 from bridge.check.project import check_project
 from bridge.check.report import CheckResult, Report, Status, render_json, render_text
 from bridge.check.smtp import check_smtp
+from bridge.check.storage import check_storage
 from bridge.check.twilio_setup import check_twilio
 from bridge.redcap import RedcapClient
 
@@ -34,6 +35,7 @@ def run_checks(path: str | Path, *, environ: Mapping[str, str] | None = None,
                                    "REDCap, SMTP and Twilio: not checked until the"
                                    " configuration loads"))
         return Report(str(path), results)
+    results.extend(check_storage(config))
     budgets = BudgetRegistry(config.sync.requests_per_minute)
     timeout = min(config.sync.request_timeout_seconds, CHECK_TIMEOUT_SECONDS)
     for project in config.projects:
