@@ -36,6 +36,7 @@ from datetime import UTC, datetime, time
 from typing import IO
 from zoneinfo import ZoneInfo
 
+import requests
 from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -64,6 +65,10 @@ ClientFactory = Callable[[str, str], Client]
 
 class BackfillError(Exception):
     """The backfill cannot run or could not finish; the message says why."""
+
+
+class BadRequest(BackfillError):
+    """The command was asked for something the configuration cannot give (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +183,9 @@ def backfill(config: Config, project_name: str, since: datetime, *, apply: bool 
     try:
         project = config.project(project_name)
     except KeyError:
-        raise BackfillError(f"no project named {project_name!r} in {config.path}") from None
+        raise BadRequest(f"no project named {project_name!r} in {config.path}") from None
     if not project.numbers:
-        raise BackfillError(
+        raise BadRequest(
             f"project {project.name!r} lists no twilio.numbers: Twilio's Messages list can only"
             " be searched by number, not by Messaging Service. Add the service's numbers to"
             " twilio.numbers.")
@@ -193,6 +198,10 @@ def backfill(config: Config, project_name: str, since: datetime, *, apply: bool 
                                                      project.default_region)
     except TwilioException as exc:
         raise BackfillError(f"reading Twilio's message history failed: {exc}") from exc
+    except requests.RequestException as exc:
+        # The message would carry the request's URL; the kind of failure is what helps.
+        raise BackfillError(f"cannot reach Twilio's API ({type(exc).__name__}): check this"
+                            " machine's network, DNS and proxy settings") from exc
     report.inbound = len(history)
     states, report.reviews = latest_states(project, history)
     report.states = list(states.values())
@@ -316,7 +325,7 @@ def format_report(report: BackfillReport) -> str:
 
 def run(config: Config, project: str, since: str, *, apply: bool, out: IO[str],
         err: IO[str], client_factory: ClientFactory | None = None) -> int:
-    """The ``backfill`` command: 0 when it ran, 1 when it could not."""
+    """The ``backfill`` command: 0 when it ran, 1 when it could not, 2 for bad input."""
     try:
         zone = config.project(project).timezone
     except KeyError:
@@ -325,14 +334,14 @@ def run(config: Config, project: str, since: str, *, apply: bool, out: IO[str],
         start = parse_since(since, zone)
     except ValueError as exc:
         err.write(f"error: --since: {exc}\n")
-        return 1
+        return 2
     if start > datetime.now(UTC):
         err.write("error: --since is in the future\n")
-        return 1
+        return 2
     try:
         report = backfill(config, project, start, apply=apply, client_factory=client_factory)
     except BackfillError as exc:
         err.write(f"error: {exc}\n")
-        return 1
+        return 2 if isinstance(exc, BadRequest) else 1
     out.write(format_report(report))
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import requests
 import requests_mock
 
 from bridge.backfill import INCOMPLETE_HISTORY, parse_since, run
@@ -52,6 +53,7 @@ class FakeTwilio:
         self.messages: dict[str, list[dict]] = {ACCOUNT_SID: [], SUBACCOUNT_SID: []}
         self.queries: list[dict[str, list[str]]] = []
         self.status = 200
+        self.mocker = mocker
         for sid in self.messages:
             mocker.get(API.format(sid), json=self._page)
 
@@ -258,12 +260,30 @@ def test_twilio_refusing_the_credentials_is_an_error(config: Config,
     assert out == ""
 
 
+def test_twilio_out_of_reach_is_one_line_not_a_traceback(config: Config,
+                                                         twilio: FakeTwilio) -> None:
+    twilio.mocker.get(re.compile(r"https://api\.twilio\.com/"),
+                      exc=requests.exceptions.ConnectionError(
+                          "HTTPSConnectionPool(host='api.twilio.com'): Name or service not known"))
+    code, out, err = backfill(config)
+    assert code == 1 and out == ""
+    assert err == ("error: cannot reach Twilio's API (ConnectionError): check this machine's"
+                   " network, DNS and proxy settings\n")
+
+
+def test_an_unknown_project_is_bad_input(config: Config, twilio: FakeTwilio) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert run(config, "no-such-study", "2025-03-01", apply=False, out=out, err=err) == 2
+    assert err.getvalue() == f"error: no project named 'no-such-study' in {config.path}\n"
+    assert twilio.queries == []
+
+
 def test_project_without_numbers_is_refused_with_the_reason(
         tmp_path: Path, sim: RedcapSimulator, twilio: FakeTwilio) -> None:
     config = make_config(tmp_path, [project_config(sim, sim.add_project(classic_project()),
                                                    numbers=())])
     code, _, err = backfill(config)
-    assert code == 1
+    assert code == 2
     assert "can only be searched by number" in err
     assert twilio.queries == []
 
@@ -288,7 +308,7 @@ def test_since_is_read_in_the_projects_zone(text: str, expected: datetime) -> No
 @pytest.mark.parametrize("since", ["yesterday", "2999-01-01"])
 def test_bad_since_is_an_error(config: Config, twilio: FakeTwilio, since: str) -> None:
     code, _, err = backfill(config, since=since)
-    assert code == 1
+    assert code == 2
     assert err.startswith("error: --since")
     assert twilio.queries == []
 
