@@ -23,6 +23,7 @@ from bridge.store import Store, StoreError
 logger = logging.getLogger("bridge")
 
 Command = Callable[[argparse.Namespace], int]
+CONFIG_HELP = "config file (default: $BRIDGE_CONFIG)"
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -155,10 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=os.environ.get("BRIDGE_LOG_FORMAT", "text"),
                         choices=["text", "json"])
+    # --config is read before the command name too ("python -m bridge --config F status"),
+    # as the other options there are; given after it as well, that one wins.
+    parser.add_argument("--config", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the webhook server and the worker")
-    serve.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+    serve.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="see it work: a simulated REDCap, the bridge, and"
@@ -172,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read inbound messages to the project's numbers from Twilio, take each"
         " sender's latest opt-out or opt-in, and list where REDCap disagrees. Twilio's history"
         " may be incomplete (REDCap erases its Twilio message logs).")
-    backfill.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+    backfill.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
     backfill.add_argument("--project", required=True, help="project name")
     backfill.add_argument("--since", required=True,
                           help="YYYY-MM-DD or ISO date-time; the project's time zone if no offset")
@@ -183,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("--config", help="config file (default: $BRIDGE_CONFIG)")
+        parser.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
         parser.set_defaults(func=func)
         return parser
 

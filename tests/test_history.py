@@ -190,6 +190,20 @@ def test_status_numbers(traffic: Traffic, capsys: pytest.CaptureFixture[str]) ->
     assert f"2 ({status['index_refreshed_at'][:19].replace('T', ' ')})" in table[1]
 
 
+def test_config_may_come_before_the_command_name(traffic: Traffic, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def opted_out(argv: list[str]) -> int:
+        assert run_cli(argv) == 0
+        return json.loads(capsys.readouterr().out)["projects"][0]["opted_out"]
+
+    config = str(traffic.config)
+    assert opted_out(["--config", config, "status", "--format", "json"]) == 1
+    assert opted_out(["status", "--config", config, "--format", "json"]) == 1
+    # Given on both sides, the one after the command name wins.
+    assert opted_out(["--config", str(tmp_path / "elsewhere.yaml"), "status", "--config",
+                      config, "--format", "json"]) == 1
+
+
 def test_status_before_the_index_is_built(tmp_path: Path, sim: RedcapSimulator,
                                           make_bridge: Callable[..., Bridge]) -> None:
     bridge = make_bridge([project_config(sim, sim.add_project(classic_project()))])
