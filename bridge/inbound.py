@@ -55,7 +55,12 @@ def verify_signature(url: str, params: Mapping[str, str], signature: str | None,
     if not signature:
         raise SignatureError("missing X-Twilio-Signature header")
     if not auth_token:
-        raise SignatureError("no auth token is configured for this AccountSid")
+        # Named, so the operator knows which (sub)account to add; only when it has the shape
+        # of a SID, since the field is the sender's to write and this reaches the log.
+        account = params.get("AccountSid", "")
+        raise SignatureError("no auth token is configured for "
+                             + (f"AccountSid {account}" if _ACCOUNT_SID.match(account)
+                                else "this AccountSid"))
     if "#" in url:
         url = url.split("#", 1)[0]  # fragments are not part of the signed URL
     # twilio's ``validate`` computes the signature of both URLs Twilio may have signed (with

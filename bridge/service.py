@@ -139,8 +139,9 @@ def serve(config: Config) -> int:
     where = ", ".join(server.addresses())
     if server.inherited:
         where += " (sockets from systemd; server.host and server.port are not used)"
-    logger.info("listening on %s (webhook: POST /twilio/sms; %d projects)", where,
-                len(config.projects))
+    count = len(config.projects)
+    logger.info("listening on %s (webhook: POST /twilio/sms; %d project%s)", where, count,
+                "" if count == 1 else "s")
     try:
         server.serve()  # returns once stopped and every accepted request is answered
     finally:
