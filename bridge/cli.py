@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 
 from bridge import history
-from bridge.config import Config, ConfigError, load_config
+from bridge.config import Config, ConfigError, load_config, load_config_without_secrets
 from bridge.logs import setup_logging
 from bridge.retention import purge_bodies
 from bridge.store import Store, StoreError
@@ -26,11 +26,24 @@ Command = Callable[[argparse.Namespace], int]
 CONFIG_HELP = "config file (default: $BRIDGE_CONFIG)"
 
 
-def config_from(args: argparse.Namespace) -> Config:
+def config_path(args: argparse.Namespace) -> str:
     path = args.config or os.environ.get("BRIDGE_CONFIG")
     if not path:
         raise ConfigError("(no file)", "", "give --config FILE or set BRIDGE_CONFIG")
-    return load_config(path)
+    return path
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args))
+
+
+def store_config_from(args: argparse.Namespace) -> Config:
+    """The config for a command that only reads or re-queues in the store: its secrets may be
+    unset, so an operator need not load the tokens into a shell to look at the history."""
+    config, missing = load_config_without_secrets(config_path(args))
+    if config is None:
+        raise missing[0]
+    return config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,7 +90,7 @@ def _region(args: argparse.Namespace, config: Config) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = store_config_from(args)
     with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         where = history.EventFilter(
@@ -93,7 +106,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = store_config_from(args)
     with closing(open_store(config)) as store:
         summary = history.status_summary(config, store)
     if args.format == "json":
@@ -104,7 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = store_config_from(args)
     with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         ids = history.retry_failed(store, project, args.job)
@@ -117,7 +130,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_consent(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = store_config_from(args)
     with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
         phone = history.parse_phone(args.phone, _region(args, config))
@@ -130,7 +143,7 @@ def cmd_consent(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = store_config_from(args)
     with closing(open_store(config)) as store:
         result = purge_bodies(store, config.storage.keep_bodies_days)
     print(f"purged the text of {result.messages} messages and {result.notifications}"
@@ -141,10 +154,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bridge.check import render_json, render_text, run_checks
 
-    path = args.config or os.environ.get("BRIDGE_CONFIG")
-    if not path:
-        raise ConfigError("(no file)", "", "give --config FILE or set BRIDGE_CONFIG")
-    report = run_checks(path, twilio=args.twilio)
+    report = run_checks(config_path(args), twilio=args.twilio)
     sys.stdout.write(render_json(report) if args.json else render_text(report))
     return 0 if report.ok else 1
 

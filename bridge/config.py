@@ -189,6 +189,38 @@ class Config:
         return None
 
 
+# Stands in for an unset variable in load_config_without_secrets. It has the shape of a
+# REDCap or Twilio token; where it does not fit, loading stops there.
+_PLACEHOLDER = "0" * 32
+_MAX_VARIABLES = 100
+
+
+def load_config_without_secrets(path: str | Path, environ: Mapping[str, str] | None = None,
+                                ) -> tuple[Config | None, list[MissingVariable]]:
+    """``load_config`` with every unset ``${NAME}`` filled by a placeholder, and their list.
+
+    For what needs the file but none of its secrets: ``check`` (which lists every unset
+    variable at once rather than one per run) and the commands that only read or re-queue in
+    the store (``status``, ``events``, ``consent``, ``retry``, ``purge``), which an operator
+    should be able to run without loading the tokens into a shell. The config is None when a
+    placeholder did not fit where a variable was used; the list then says what to set. A
+    mistake that is not an unset variable raises ConfigError as usual.
+    """
+    env = dict(os.environ if environ is None else environ)
+    missing: list[MissingVariable] = []
+    for _ in range(_MAX_VARIABLES):
+        try:
+            return load_config(path, env), missing
+        except MissingVariable as exc:
+            missing.append(exc)
+            env[exc.variable] = _PLACEHOLDER
+        except ConfigError:
+            if missing:
+                return None, missing  # most likely the placeholder not fitting; the real
+            raise                     # value may well
+    return None, missing
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, substitute ``${ENV}`` and validate a config file (and its ``projects_dir``).
 

@@ -16,7 +16,7 @@ import pytest
 from bridge import history
 from bridge.sim import RedcapSimulator, SimProject
 from bridge.store import Store
-from tests.conftest import PARTICIPANT, Bridge, classic_project, project_config
+from tests.conftest import AUTH_TOKEN, PARTICIPANT, Bridge, classic_project, project_config
 from tests.opsutil import bridge_yaml, project_entry, run_cli
 from tests.process import ROOT
 
@@ -202,6 +202,26 @@ def test_config_may_come_before_the_command_name(traffic: Traffic, tmp_path: Pat
     # Given on both sides, the one after the command name wins.
     assert opted_out(["--config", str(tmp_path / "elsewhere.yaml"), "status", "--config",
                       config, "--format", "json"]) == 1
+
+
+def test_store_commands_run_without_the_secrets_and_the_others_do_not(
+        traffic: Traffic, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = traffic.config
+    text = config.read_text()
+    config.write_text(text.replace(f"auth_token: {AUTH_TOKEN}",
+                                   "auth_token: ${TWILIO_AUTH_TOKEN}"))
+    assert "${TWILIO_AUTH_TOKEN}" in config.read_text()
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    assert run_cli(["status", "--config", str(config), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["projects"][0]["opted_out"] == 1
+    assert "applied" in events_cli(capsys, config)
+    assert run_cli(["retry", "--config", str(config)]) == 0
+    assert "re-queued 1 failed job" in capsys.readouterr().out
+    # What talks to Twilio or REDCap still needs them, named.
+    for argv in (["serve"], ["backfill", "--project", "heart-study", "--since", "2025-03-01"]):
+        assert run_cli([*argv, "--config", str(config)]) == 2
+        assert "environment variable TWILIO_AUTH_TOKEN is not set" in capsys.readouterr().err
 
 
 def test_status_before_the_index_is_built(tmp_path: Path, sim: RedcapSimulator,

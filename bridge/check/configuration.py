@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from bridge.check.report import CheckResult, Status
-from bridge.config import Config, ConfigError, MissingVariable, load_config
+from bridge.config import Config, ConfigError, load_config_without_secrets
 
 SECTION = "configuration"
-# Stands in for a missing variable so loading goes on to find the next one. It has the shape
-# of a REDCap or Twilio token; where it does not fit, the search simply stops there.
-_PLACEHOLDER = "0" * 32
-_MAX_VARIABLES = 100
 
 
 def load_checked(path: str | Path, environ: Mapping[str, str] | None = None,
@@ -23,25 +18,13 @@ def load_checked(path: str | Path, environ: Mapping[str, str] | None = None,
     Every unset variable is reported in one run, not one per attempt: an operator preparing
     a systemd unit or a container wants the whole list.
     """
-    env = dict(os.environ if environ is None else environ)
-    missing: list[MissingVariable] = []
-    config: Config | None = None
-    for _ in range(_MAX_VARIABLES):
-        try:
-            config = load_config(path, env)
-        except MissingVariable as exc:
-            missing.append(exc)
-            env[exc.variable] = _PLACEHOLDER
-            continue
-        except ConfigError as exc:
-            if missing:
-                break  # most likely the placeholder not fitting; the real value may well
-            hint = f"fix {exc.key} in {exc.file}" if exc.key else \
-                f"check the file {exc.file}"
-            return None, [CheckResult(
-                SECTION, "config.valid", Status.FAIL, str(exc),
-                hint + "; config.example.yaml documents every setting")]
-        break
+    try:
+        config, missing = load_config_without_secrets(path, environ)
+    except ConfigError as exc:
+        hint = f"fix {exc.key} in {exc.file}" if exc.key else f"check the file {exc.file}"
+        return None, [CheckResult(
+            SECTION, "config.valid", Status.FAIL, str(exc),
+            hint + "; config.example.yaml documents every setting")]
     if missing:
         return None, [CheckResult(
             SECTION, "config.environment", Status.FAIL,
