@@ -30,7 +30,14 @@ from tests.conftest import (
     project_config,
     standard_metadata,
 )
-from tests.fake_twilio import FakeAccount, FakeNumber, FakeService, FakeTwilio, serve
+from tests.fake_twilio import (
+    FakeAccount,
+    FakeNumber,
+    FakeService,
+    FakeTwilio,
+    LoopbackHttpClient,
+    serve,
+)
 from tests.faults import Redirector, TlsFront
 from tests.opsutil import bridge_yaml, project_entry, run_cli
 from tests.process import ROOT, free_port
@@ -212,6 +219,7 @@ def test_unreachable_url(tmp_path: Path, sim: RedcapSimulator) -> None:
     result = only(report, "redcap.reachable")
     assert result.status is Status.FAIL
     assert result.summary.count("cannot reach REDCap") == 1 and url in result.hint
+    assert "banned" not in result.hint  # no answer came, so no ban to speak of
     assert {r.status for r in report.results[3:]} == {Status.SKIP}
     assert len(report.results) == 12  # config, storage, reachable, and nine not run
 
@@ -260,7 +268,7 @@ def test_banned_ip_is_explained(tmp_path: Path, sim: RedcapSimulator) -> None:
     report = check(tmp_path, sim, token=token)
     result = only(report, "redcap.reachable")
     assert result.status is Status.FAIL and "429" in result.summary
-    assert "banned" in result.hint
+    assert "banned" in result.hint and "DNS" not in result.hint
     sim.unban()
 
 
@@ -599,6 +607,18 @@ def test_twilio_bad_credentials(tmp_path: Path, sim: RedcapSimulator,
     assert "HTTP 401: " in result.summary and "Authenticate (error 20003)" in result.summary
     assert "auth token" in result.hint
     assert [r.name for r in report.results if r.section == "twilio"] == ["twilio.account"]
+
+
+def test_twilio_out_of_reach_is_not_called_a_credentials_problem(
+        tmp_path: Path, sim: RedcapSimulator) -> None:
+    token = sim.add_project(classic_project({"1": "555-867-5309"}))
+    config = bridge_yaml(tmp_path, [project_entry(sim, token)])
+    nowhere = LoopbackHttpClient(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    result = only(run_checks(config, twilio=True, twilio_http_client=nowhere), "twilio.account")
+    assert result.status is Status.FAIL
+    assert result.summary == f"account {ACCOUNT_SID}: not checked: cannot reach Twilio's API:" \
+        " ConnectionError"
+    assert "reach api.twilio.com" in result.hint
 
 
 def test_twilio_number_and_service_not_in_the_account(tmp_path: Path, sim: RedcapSimulator,

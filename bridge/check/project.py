@@ -114,10 +114,13 @@ def _version(checks: _Checks, client: RedcapClient) -> bool | None:
             return None
         if not exc.permanent:
             reason = exc.message.removeprefix("cannot reach REDCap: ")
-            checks.add("redcap.reachable", Status.FAIL, f"cannot reach REDCap: {reason}",
-                       f"check redcap.url ({url}) and that this machine can reach it (DNS,"
-                       " firewall, proxy). HTTP 429 means REDCap has banned this IP address for"
-                       " too many requests: ask the REDCap administrator to lift the ban")
+            # The ban is worth a word only when REDCap answered with it; a connection that
+            # never opened is about the address and the network.
+            hint = "REDCap answered HTTP 429: it has banned this IP address for too many" \
+                " requests; ask the REDCap administrator to lift the ban" if exc.status == 429 \
+                else f"check redcap.url ({url}) and that this machine can reach it (DNS," \
+                " firewall, proxy)"
+            checks.add("redcap.reachable", Status.FAIL, f"cannot reach REDCap: {reason}", hint)
             checks.skip(later, "REDCap not reachable")
             return None
         if exc.status != 403:

@@ -82,8 +82,9 @@ def check_twilio(config: Config, http_client: HttpClient | None = None) -> list[
             hint = ("copy the account's primary auth token again (Twilio console, Account Info);"
                     " a subaccount has its own token") if exc.status == 401 else \
                 "check that this machine can reach api.twilio.com over HTTPS"
+            verdict = "credentials not accepted" if exc.status is not None else "not checked"
             add("twilio.account", Status.FAIL,
-                f"account {account.account_sid}: credentials not accepted: {exc.message}", hint)
+                f"account {account.account_sid}: {verdict}: {exc.message}", hint)
             continue
         if fetched.status != "active":
             add("twilio.account", Status.FAIL,
