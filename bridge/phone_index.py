@@ -12,6 +12,8 @@ repeat instance the phone number was found in.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -29,10 +31,29 @@ logger = logging.getLogger(__name__)
 REFRESH_OVERLAP = timedelta(minutes=10)
 
 
+def source_of(project: ProjectConfig) -> str:
+    """What an index of ``project`` is read from, as saved beside it.
+
+    An index saved from another phone field, event or region, or from another REDCap project
+    (a project entry pointed from a test project to the live one, say), would answer with the
+    wrong records: they would get the opt-outs, and the right ones would not. Refreshing it
+    would not help, since an incremental refresh reads only records changed since. So such an
+    index is read afresh. The token appears only as a digest (a new token for the same project
+    costs one export); the store keeps no secret.
+    """
+    return json.dumps({
+        "url": project.redcap.url,
+        "token_sha256": hashlib.sha256(project.redcap.token.encode()).hexdigest()[:16],
+        "phone_field": project.phone_field, "phone_event": project.phone_event,
+        "region": project.default_region,
+    }, sort_keys=True)
+
+
 class PhoneIndex:
     def __init__(self, project: ProjectConfig, store: Store) -> None:
         self.project = project
         self.store = store
+        self.source = source_of(project)
         self._by_phone: dict[str, tuple[str, ...]] = {}
         self._by_record: dict[str, tuple[str, ...]] = {}
         self.refreshed_at: datetime | None = None
@@ -46,7 +67,18 @@ class PhoneIndex:
         return self._by_phone.get(phone, ())
 
     def load(self) -> None:
-        """Load the last persisted index (cheap; no REDCap call)."""
+        """Load the last persisted index (cheap; no REDCap call), unless it was read from
+        something else than the project as now configured: then it is built anew."""
+        saved = self.store.index_source(self.project.name)
+        if saved != self.source:  # None: never built, or built by a release before this one
+            if saved is not None:
+                logger.info("phone index %s: saved from another REDCap project, phone field,"
+                            " event or region than now configured; reading it afresh",
+                            self.project.name)
+            self._replace_all({})
+            self.refreshed_at = self.full_refreshed_at = None
+            self.loaded = True
+            return
         pairs, refreshed, full = self.store.load_index(self.project.name)
         by_record: dict[str, tuple[str, ...]] = {}
         for record, phone in pairs:
@@ -91,7 +123,7 @@ class PhoneIndex:
         self.refreshed_at = started
         pairs = ((record, phone) for record, numbers in found.items() for phone in numbers)
         self.store.save_index(self.project.name, pairs, iso(started), full=since is None,
-                              records=found.keys())
+                              records=found.keys(), source=self.source)
         logger.info("phone index %s: %s refresh read %d records; %d records, %d numbers",
                     self.project.name, "incremental" if since else "full", len(found),
                     len(self._by_record), len(self._by_phone))

@@ -132,6 +132,13 @@ CREATE TABLE IF NOT EXISTS index_meta (
     refreshed_at TEXT NOT NULL,
     full_refreshed_at TEXT NOT NULL
 );
+
+-- What each phone index was read from (bridge.phone_index.source_of): REDCap project, phone
+-- field, event and region. An index read from anything else is read afresh, not refreshed.
+CREATE TABLE IF NOT EXISTS index_source (
+    project TEXT PRIMARY KEY,
+    source TEXT NOT NULL
+);
 """
 
 # Job statuses. ``pending`` and ``running`` are the only ones the worker ever moves on from.
@@ -546,6 +553,12 @@ class Store:
 
     # -- phone index persistence -------------------------------------------------------------
 
+    def index_source(self, project: str) -> str | None:
+        """What the saved index of ``project`` was read from; None if never saved with it."""
+        row = self.read().execute("SELECT source FROM index_source WHERE project=?",
+                                  (project,)).fetchone()
+        return row[0] if row else None
+
     def load_index(self, project: str) -> tuple[list[tuple[str, str]], str | None, str | None]:
         """(record, phone) pairs with the times of the last refresh and last full refresh."""
         conn = self.read()
@@ -558,9 +571,13 @@ class Store:
         return pairs, meta["refreshed_at"], meta["full_refreshed_at"]
 
     def save_index(self, project: str, pairs: Iterable[tuple[str, str]], refreshed_at: str,
-                   full: bool, records: Iterable[str] = ()) -> None:
-        """Persist a full index, or (``full=False``) replace the entries of ``records``."""
+                   full: bool, records: Iterable[str] = (), source: str = "") -> None:
+        """Persist a full index, or (``full=False``) replace the entries of ``records``;
+        ``source`` is what it was read from."""
         with self.transaction() as conn:
+            conn.execute("INSERT INTO index_source (project, source) VALUES (?,?)"
+                         " ON CONFLICT(project) DO UPDATE SET source=excluded.source",
+                         (project, source))
             if full:
                 conn.execute("DELETE FROM phone_index WHERE project=?", (project,))
             else:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from bridge.budget import RequestBudget
+from bridge.config import RedcapTarget
 from bridge.phone_index import PhoneIndex
 from bridge.redcap import RedcapClient, RedcapError, _iter_json_rows
 from bridge.sim import Fault, RedcapSimulator, SimProject, generate_project, make_metadata
 from bridge.store import Store
-from tests.conftest import Bridge, project_config
+from tests.conftest import Bridge, make_config, project_config, replace
 
 MONTH_AGO = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=30)
 
@@ -160,3 +161,50 @@ def test_a_failed_build_at_start_is_left_to_the_first_job(
     bridge.drain()
     assert exports(sim)[0] == 200
     assert bridge.job_statuses() == ["applied"]
+
+
+def test_an_index_read_from_another_redcap_project_is_read_afresh(sim: RedcapSimulator,
+                                                                   tmp_path: Path) -> None:
+    """A project entry pointed from a test project to the live one, and restarted: the saved
+    index belongs to the test project, whose record IDs the live one also has."""
+    trial, trial_numbers = generate_project(20, seed=11, modified=MONTH_AGO)
+    live, live_numbers = generate_project(20, seed=12, modified=MONTH_AGO)
+    assert set(trial.record_ids()) == set(live.record_ids())
+    assert not set(trial_numbers) & set(live_numbers)
+    trial_token, live_token = sim.add_project(trial), sim.add_project(live)
+    first = Bridge(make_config(tmp_path, [project_config(sim, trial_token, timezone="UTC")]))
+    first.text("START", trial_numbers[0])  # nothing to clear; builds and saves the index
+    first.drain()
+    first.store.close()
+
+    moved = Bridge(make_config(tmp_path, [project_config(sim, live_token, timezone="UTC")]))
+    moved.text("STOP", trial_numbers[0])  # on a trial record only
+    moved.drain()
+    assert moved.job_statuses() == ["applied", "unmatched"]
+    assert all(live.value(record, "sms_opt_out") == "" for record in live.record_ids())
+    moved.text("STOP", live_numbers[0])
+    moved.drain()
+    assert moved.job_statuses()[-1] == "applied"
+    assert any(live.value(record, "sms_opt_out") for record in live.record_ids())
+    moved.store.close()
+
+
+@pytest.mark.parametrize("change", [{"phone_field": "first_name"}, {"default_region": "GB"},
+                                    {"redcap": None}])
+def test_a_saved_index_is_kept_only_for_the_project_as_configured(
+        sim: RedcapSimulator, tmp_path: Path, change: dict[str, object]) -> None:
+    project, _ = generate_project(30, seed=13, modified=MONTH_AGO)
+    token = sim.add_project(project)
+    config = project_config(sim, token, timezone="UTC")
+    client = RedcapClient(sim.api_url, token, RequestBudget(600))
+    store = Store(tmp_path / "bridge.db")
+    PhoneIndex(config, store).refresh(client, client.project_info(), full=True)
+    same = PhoneIndex(config, store)
+    same.load()
+    assert len(same) == 30 and same.refreshed_at is not None
+    if change == {"redcap": None}:  # the same URL, another project's token
+        change = {"redcap": RedcapTarget(sim.api_url, "F" * 32)}
+    other = PhoneIndex(replace(config, **change), store)
+    other.load()
+    assert len(other) == 0 and other.refreshed_at is None and other.loaded
+    store.close()
