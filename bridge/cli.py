@@ -120,12 +120,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
     config = store_config_from(args)
     with closing(open_store(config)) as store:
         project = history.check_project(args.project, config, store)
-        ids = history.retry_failed(store, project, args.job)
+        ids = history.retry_failed(store, project, args.job, unmatched=args.unmatched)
+    what = "failed or unmatched" if args.unmatched else "failed"
     if ids:
-        print(f"re-queued {len(ids)} failed job{'s' if len(ids) != 1 else ''}:"
+        print(f"re-queued {len(ids)} {what} job{'s' if len(ids) != 1 else ''}:"
               f" {', '.join(map(str, ids))}; a running bridge picks them up at its next tick")
     else:
-        print("no failed jobs" + (f" in project {project}" if project else ""))
+        print(f"no {what} jobs" + (f" in project {project}" if project else ""))
     return 0
 
 
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_retry, "re-queue failed jobs once the cause is fixed")
     retry.add_argument("--project")
     retry.add_argument("--job", type=_positive_int, help="only this job (an ID from events)")
+    retry.add_argument("--unmatched", action="store_true",
+                       help="also opt-outs and opt-ins that matched no record, once the phone"
+                            " field, event or rights are fixed or a record has the number")
 
     consent = command("consent", cmd_consent, "the current state of one number and its"
                       " history")

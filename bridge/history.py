@@ -25,7 +25,7 @@ import phonenumbers
 from bridge.config import Config
 from bridge.cooperative import yielding
 from bridge.phones import mask, normalise
-from bridge.store import FAILED, OPEN_STATUSES, PENDING, RUNNING, Store, iso, utcnow
+from bridge.store import FAILED, OPEN_STATUSES, PENDING, RUNNING, UNMATCHED, Store, iso, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -426,14 +426,19 @@ def consent_text(lookup: ConsentLookup, show_phone: bool = False) -> str:
 
 # -- retry -------------------------------------------------------------------------------------
 
-def retry_failed(store: Store, project: str | None = None, job_id: int | None = None) -> list[int]:
+def retry_failed(store: Store, project: str | None = None, job_id: int | None = None,
+                 *, unmatched: bool = False) -> list[int]:
     """Put failed jobs back in the queue, due now; returns their IDs.
 
-    Only ``failed`` jobs: the other final states are outcomes, not errors. The attempt count
-    starts afresh (so ``sync.max_attempts`` gives the fixed set-up a full chance) while the
+    ``failed`` jobs, and with ``unmatched`` also opt-outs and opt-ins that matched no record:
+    once the phone field, its event or the token's rights are fixed (the bridge reads the
+    index afresh after such a change), or a record gained the number, they find their records.
+    Every other final state is an outcome, not something to redo. The attempt count starts
+    afresh (so ``sync.max_attempts`` gives the fixed set-up a full chance) while the
     ``attempts`` table keeps every earlier try plus a ``requeued`` row. A re-queued job older
     than a state applied since is still superseded by the worker, never written over it.
     """
+    statuses = (FAILED, UNMATCHED) if unmatched else (FAILED,)
     now = iso(utcnow())
     with store.transaction() as conn:
         if job_id is not None:
@@ -442,10 +447,14 @@ def retry_failed(store: Store, project: str | None = None, job_id: int | None = 
             if row is None or (project is not None and row["project"] != project):
                 where = f" in project {project!r}" if project is not None else ""
                 raise UnknownJob(f"no job {job_id}{where}")
-            if row["status"] != FAILED:
+            if row["status"] not in statuses:
+                also = "" if unmatched or row["status"] != UNMATCHED else \
+                    " (with --unmatched, unmatched ones too)"
                 raise UnknownJob(f"job {job_id} is {row['status']}, not failed; only failed"
-                                 " jobs can be retried")
-        clauses, args = ["status = ?"], [FAILED]
+                                 f" jobs can be retried{also}")
+        marks = "(" + ",".join("?" * len(statuses)) + ")"
+        clauses = ["status IN " + marks]
+        args: list[str] = list(statuses)
         if project is not None:
             clauses.append("project = ?")
             args.append(project)
@@ -455,13 +464,14 @@ def retry_failed(store: Store, project: str | None = None, job_id: int | None = 
         ids = [row[0] for row in conn.execute(
             "SELECT id FROM jobs WHERE " + " AND ".join(clauses) + " ORDER BY id",  # noqa: S608
             args)]
-        conn.executemany("UPDATE jobs SET status = ?, attempts = 0, next_attempt_at = 0,"
-                         " completed_at = NULL WHERE id = ? AND status = ?",
-                         [(PENDING, job, FAILED) for job in ids])
+        requeue = "UPDATE jobs SET status = ?, attempts = 0, next_attempt_at = 0," \
+            " completed_at = NULL WHERE id = ? AND status IN " + marks  # noqa: S608
+        conn.executemany(requeue, [(PENDING, job, *statuses) for job in ids])
         conn.executemany("INSERT INTO attempts (job_id, at, outcome, error) VALUES (?,?,?,NULL)",
                          [(job, now, REQUEUED) for job in ids])
     if ids:
-        logger.info("re-queued %d failed jobs%s: %s", len(ids),
+        logger.info("re-queued %d %s jobs%s: %s", len(ids),
+                    "failed or unmatched" if unmatched else "failed",
                     f" of project {project}" if project else "", ",".join(map(str, ids)))
     return ids
 

@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 
 from bridge import history
-from bridge.sim import RedcapSimulator, SimProject
+from bridge.sim import RedcapSimulator, SimProject, make_metadata
 from bridge.store import Store
-from tests.conftest import AUTH_TOKEN, PARTICIPANT, Bridge, classic_project, project_config
+from tests.conftest import (
+    AUTH_TOKEN,
+    PARTICIPANT,
+    Bridge,
+    classic_project,
+    make_config,
+    project_config,
+)
 from tests.opsutil import bridge_yaml, project_entry, run_cli
 from tests.process import ROOT
 
@@ -258,6 +265,36 @@ def test_retry_requeues_failed_jobs_only_and_they_then_apply(
     assert event.attempts == 2  # the failed try and the successful one
     assert run_cli(["retry", "--config", str(traffic.config)]) == 0
     assert capsys.readouterr().out == "no failed jobs\n"
+
+
+def test_unmatched_opt_outs_reach_their_records_once_the_phone_field_is_fixed(
+        tmp_path: Path, sim: RedcapSimulator, capsys: pytest.CaptureFixture[str]) -> None:
+    project = SimProject(title="Cohort", metadata=make_metadata("record_id", [
+        ("home_phone", "contact", "text", ""), ("mobile", "contact", "text", ""),
+        ("sms_opt_out", "contact", "text", "datetime_seconds_ymd"),
+        ("sms_opted_out", "contact", "checkbox", "", "1, Opted out")]))
+    project.add_record("1", {"mobile": "555-867-5309"})
+    token = sim.add_project(project)
+    wrong = Bridge(make_config(tmp_path, [project_config(sim, token, phone_field="home_phone")]))
+    wrong.text("STOP")
+    wrong.drain()
+    assert wrong.job_statuses() == ["unmatched"]
+    wrong.store.close()
+
+    # The operator corrects phone_field and restarts; the old opt-out is still unmatched.
+    fixed = Bridge(make_config(tmp_path, [project_config(sim, token)]))
+    config = bridge_yaml(tmp_path, [project_entry(sim, token)])
+    assert run_cli(["retry", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "no failed jobs\n"
+    assert run_cli(["retry", "--config", str(config), "--job", "1"]) == 2
+    assert "(with --unmatched, unmatched ones too)" in capsys.readouterr().err
+    assert run_cli(["retry", "--config", str(config), "--unmatched"]) == 0
+    assert capsys.readouterr().out.startswith("re-queued 1 failed or unmatched job: 1;")
+    fixed.drain()
+    assert fixed.job_statuses() == ["applied"]
+    assert project.value("1", "sms_opt_out") != ""
+    assert project.value("1", "sms_opted_out___1") == "1"
+    fixed.store.close()
 
 
 def test_retry_one_job(traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
