@@ -41,8 +41,9 @@ def store_config_from(args: argparse.Namespace) -> Config:
     """The config for a command that only reads or re-queues in the store: its secrets may be
     unset, so an operator need not load the tokens into a shell to look at the history."""
     config, missing = load_config_without_secrets(config_path(args))
-    if config is None:
-        raise missing[0]
+    needed = [m for m in missing if m.key.startswith("storage")]  # where the store is
+    if config is None or needed:
+        raise (needed or missing)[0]
     return config
 
 

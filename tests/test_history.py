@@ -225,6 +225,13 @@ def test_store_commands_run_without_the_secrets_and_the_others_do_not(
     assert "applied" in events_cli(capsys, config)
     assert run_cli(["retry", "--config", str(config)]) == 0
     assert "re-queued 1 failed job" in capsys.readouterr().out
+    # Where the store is cannot be left to a placeholder.
+    config.write_text(config.read_text().replace(str(traffic.bridge.config.storage.path),
+                                                 "${BRIDGE_STORE}"))
+    monkeypatch.delenv("BRIDGE_STORE", raising=False)
+    assert run_cli(["status", "--config", str(config)]) == 2
+    assert "environment variable BRIDGE_STORE is not set" in capsys.readouterr().err
+    monkeypatch.setenv("BRIDGE_STORE", str(traffic.bridge.config.storage.path))
     # What talks to Twilio or REDCap still needs them, named.
     for argv in (["serve"], ["backfill", "--project", "heart-study", "--since", "2025-03-01"]):
         assert run_cli([*argv, "--config", str(config)]) == 2
