@@ -215,9 +215,11 @@ def load_config_without_secrets(path: str | Path, environ: Mapping[str, str] | N
             missing.append(exc)
             env[exc.variable] = _PLACEHOLDER
         except ConfigError:
+            # After a placeholder, most likely the placeholder not fitting where the variable
+            # is used: the real value may well fit, so what to report is the unset variable.
             if missing:
-                return None, missing  # most likely the placeholder not fitting; the real
-            raise                     # value may well
+                return None, missing
+            raise
     return None, missing
 
 
@@ -630,7 +632,7 @@ def _redcap_url(s: _Section, name: str) -> str:
 
 
 # The paths Twilio is given in its console; server.public_url is what comes before them.
-WEBHOOK_PATHS = ("/twilio/sms", "/twilio/events")
+_WEBHOOK_PATHS = ("/twilio/sms", "/twilio/events")
 
 
 def _public_url(s: _Section, name: str) -> str | None:
@@ -642,7 +644,7 @@ def _public_url(s: _Section, name: str) -> str | None:
     if parts.query:
         raise s.error(name, f"must not have a query string, got {value!r}")
     path = parts.path.rstrip("/")
-    for route in WEBHOOK_PATHS:
+    for route in _WEBHOOK_PATHS:
         if path.endswith(route):
             # The bridge appends the path it was called on; with the route in the base too,
             # the URL it checks the signature against is never Twilio's, and every webhook
