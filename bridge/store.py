@@ -573,12 +573,13 @@ class Store:
     def save_index(self, project: str, pairs: Iterable[tuple[str, str]], refreshed_at: str,
                    full: bool, records: Iterable[str] = (), source: str = "") -> None:
         """Persist a full index, or (``full=False``) replace the entries of ``records``;
-        ``source`` is what it was read from."""
+        ``source`` is what a full one was read from (an incremental one only follows a full one
+        read from the same, in this process or, per ``index_source``, a previous one)."""
         with self.transaction() as conn:
-            conn.execute("INSERT INTO index_source (project, source) VALUES (?,?)"
-                         " ON CONFLICT(project) DO UPDATE SET source=excluded.source",
-                         (project, source))
             if full:
+                conn.execute("INSERT INTO index_source (project, source) VALUES (?,?)"
+                             " ON CONFLICT(project) DO UPDATE SET source=excluded.source",
+                             (project, source))
                 conn.execute("DELETE FROM phone_index WHERE project=?", (project,))
             else:
                 conn.executemany("DELETE FROM phone_index WHERE project=? AND record=?",
